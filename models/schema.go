@@ -103,22 +103,31 @@ func (v Value) Time(t Type) time.Time {
 // Format renders v as text in the canonical form of type t (the form that
 // ParseText reads back with the default layout).
 func (v Value) Format(t Type) string {
+	if t == String {
+		return v.Str
+	}
+	return string(v.AppendFormat(nil, t))
+}
+
+// AppendFormat appends Format's text to b. Serving keys categorical levels
+// with it, so that looking up a level allocates nothing.
+func (v Value) AppendFormat(b []byte, t Type) []byte {
 	if v.Null {
-		return ""
+		return b
 	}
 	switch t {
 	case String:
-		return v.Str
+		return append(b, v.Str...)
 	case Int:
-		return strconv.FormatInt(int64(v.Num), 10)
+		return strconv.AppendInt(b, int64(v.Num), 10)
 	case Bool:
-		return strconv.FormatBool(v.Num != 0)
+		return strconv.AppendBool(b, v.Num != 0)
 	case Date:
-		return v.Time(Date).Format("2006-01-02")
+		return v.Time(Date).AppendFormat(b, "2006-01-02")
 	case Timestamp:
-		return v.Time(Timestamp).Format(time.RFC3339Nano)
+		return v.Time(Timestamp).AppendFormat(b, time.RFC3339Nano)
 	default:
-		return strconv.FormatFloat(v.Num, 'g', -1, 64)
+		return strconv.AppendFloat(b, v.Num, 'g', -1, 64)
 	}
 }
 
