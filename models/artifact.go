@@ -290,9 +290,6 @@ func Decode(data []byte) (*Artifact, error) {
 	if err := dec.Decode(&a); err != nil {
 		return nil, fmt.Errorf("artifact: %w", jsonError(data, err))
 	}
-	if dec.More() {
-		return nil, errors.New("artifact: data after the artifact's JSON object")
-	}
 	if err := a.missing(data); err != nil {
 		return nil, fmt.Errorf("artifact: %w", err)
 	}
@@ -307,24 +304,29 @@ func jsonError(data []byte, err error) error {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	switch {
+	case len(bytes.TrimSpace(data)) == 0:
+		return errors.New("empty: no JSON at all")
+	case errors.As(err, &syn) && syn.Error() == "unexpected end of JSON input":
+		return fmt.Errorf("truncated: the JSON ends at line %d before the artifact does", bytes.Count(data, []byte("\n"))+1)
 	case errors.As(err, &syn):
 		line, col := position(data, syn.Offset)
 		return fmt.Errorf("not valid JSON at line %d, column %d: %v", line, col, syn)
 	case errors.As(err, &typ):
 		line, col := position(data, typ.Offset)
 		return fmt.Errorf("%s at line %d, column %d: want %s, found a JSON %s", typ.Field, line, col, typ.Type, typ.Value)
-	case err.Error() == "unexpected EOF":
-		return errors.New("truncated: the JSON ends before the artifact does")
+	}
+	if field, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return fmt.Errorf("unknown field %s: not part of format %d", field, FormatVersion)
 	}
 	return err
 }
 
+// position turns the offset the JSON decoder reports (the bytes read,
+// the bad one included) into a line and column, both from 1.
 func position(data []byte, offset int64) (line, col int) {
-	offset = min(offset, int64(len(data)))
-	before := data[:offset]
-	line = bytes.Count(before, []byte("\n")) + 1
-	col = int(offset) - bytes.LastIndexByte(before, '\n')
-	return line, col
+	at := int(min(max(offset-1, 0), int64(len(data))))
+	before := data[:at]
+	return bytes.Count(before, []byte("\n")) + 1, at - bytes.LastIndexByte(before, '\n')
 }
 
 // missing finds the fields that the artifact must hold but data lacks, or
