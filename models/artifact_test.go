@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/wardml/ward/models"
@@ -245,5 +246,38 @@ func TestDriftAgainstTheTrainingSummary(t *testing.T) {
 	}
 	if _, ok := got["admitted"]; ok {
 		t.Error("a date feature has no drift")
+	}
+}
+
+func TestPredictConcurrently(t *testing.T) {
+	a, _ := stOlafArtifact(t)
+	_, h := stOlaf(t)
+	cases := h.cases[:500]
+	want := make([]float64, len(cases))
+	for i, c := range cases {
+		p, err := a.Predict(nil, c.Row)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[i] = p.Calibrated
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Go(func() {
+			var s models.Sparse
+			for i, c := range cases {
+				p, err := a.Predict(&s, c.Row)
+				if err != nil || p.Calibrated != want[i] {
+					errs <- fmt.Errorf("case %d: %v, %v; want %v", i, p.Calibrated, err, want[i])
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }

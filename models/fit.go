@@ -19,7 +19,8 @@ var (
 // training pipeline from its contract.
 type Spec struct {
 	Hospital string
-	// Version of the model; empty: the content hash of the artifact.
+	// Version of the model; empty: the content hash of the artifact as
+	// Fit makes it (metric sets added later leave it as it is).
 	Version string
 	// Inputs are the columns the rows are aligned with: exactly the
 	// columns the features read (InputsFor gives them).
@@ -56,7 +57,8 @@ type Case struct {
 // Cases yields cases, or an error that ends the pass. Fit ranges over the
 // training cases twice and the validation cases twice: each range must
 // yield the same cases in the same order (the same query, ordered), which
-// is also what makes the artifact the same bytes every time.
+// is also what makes the artifact the same bytes every time. Fit keeps no
+// case past its turn, so a source may reuse one row for all of them.
 type Cases = iter.Seq2[Case, error]
 
 // InputsFor returns the columns of all that the features read, in the
@@ -156,7 +158,7 @@ func Fit(spec Spec, train, valid Cases) (*Artifact, error) {
 		Hospital:      spec.Hospital,
 		Version:       spec.Version,
 		Family:        Family,
-		Inputs:        spec.Inputs,
+		Inputs:        slices.Clone(spec.Inputs),
 		Target:        Target{Column: spec.Target, Transform: spec.TargetTransform},
 		Encoder:       enc,
 		Lambda:        ridge.Lambda,
