@@ -78,6 +78,24 @@ type Evaluation struct {
 	Segments   map[string][]Segment `json:"segments,omitempty"`
 }
 
+func (ev Evaluation) check() error {
+	sets := []*Metrics{&ev.Metrics, ev.Calibrated}
+	for _, segs := range ev.Segments {
+		for i := range segs {
+			sets = append(sets, &segs[i].Metrics, segs[i].Calibrated)
+		}
+	}
+	for _, m := range sets {
+		if m == nil {
+			continue
+		}
+		if err := m.check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Training says what the model was fitted on.
 type Training struct {
 	// Rows is the number of training cases fitted on, ValidationRows the
@@ -167,6 +185,11 @@ func (a *Artifact) prepare() error {
 	}
 	if _, ok := a.Metrics["validation"]; !ok {
 		fail(`metrics: no "validation" set`)
+	}
+	for _, name := range slices.Sorted(maps.Keys(a.Metrics)) {
+		if err := a.Metrics[name].check(); err != nil {
+			fail("metrics %s: %v", name, err)
+		}
 	}
 	if a.Training.Rows < 1 || a.Training.ValidationRows < 1 {
 		fail("training: rows %d, validation_rows %d: want at least 1 each", a.Training.Rows, a.Training.ValidationRows)

@@ -107,6 +107,9 @@ func TestDecodeRejectsBadArtifacts(t *testing.T) {
 		{"shares", edit(t, good, func(m map[string]any) {
 			obj(m, "summary", "features", 0)["shares"] = []any{1}
 		}), "summary: feature age: 1 shares"},
+		{"negative MAE", edit(t, good, func(m map[string]any) {
+			obj(m, "metrics", "validation")["mae"] = -3
+		}), "metrics validation: -3: want a finite number >= 0"},
 		{"no validation metrics", edit(t, good, func(m map[string]any) { m["metrics"] = map[string]any{} }), `metrics: no "validation" set`},
 		{"trailing data", append(slices.Clone(good), []byte("{}")...), "invalid character '{' after top-level value"},
 	} {

@@ -161,30 +161,18 @@ func resolve(features []FittedFeature, inputs []Column) error {
 }
 
 func (f *FittedFeature) prepare() error {
-	set := 0
-	for _, p := range []bool{f.Numeric != nil, f.Categorical != nil, f.Date != nil} {
-		if p {
-			set++
-		}
-	}
-	if set != 1 {
-		return fmt.Errorf("want the fitted parameters of a %s feature (%q) and nothing else", f.Kind, f.Kind)
+	if (f.Numeric != nil) != (f.Kind == Numeric) || (f.Categorical != nil) != (f.Kind == Categorical) || (f.Date != nil) != (f.Kind == DateParts) {
+		return fmt.Errorf("a %s feature takes %s parameters, and only those", f.Kind, f.Kind)
 	}
 	switch f.Kind {
 	case Numeric:
 		n := f.Numeric
-		if n == nil {
-			return errors.New("numeric feature without numeric parameters")
-		}
 		if !finite(n.Mean) || !finite(n.Std) || n.Std <= 0 {
 			return fmt.Errorf("numeric parameters mean %v, std %v: want finite numbers and std > 0", n.Mean, n.Std)
 		}
 		f.width = 1
 	case Categorical:
 		c := f.Categorical
-		if c == nil {
-			return errors.New("categorical feature without categorical parameters")
-		}
 		if !slices.IsSorted(c.Levels) {
 			return errors.New("categorical levels are not sorted")
 		}
@@ -198,9 +186,6 @@ func (f *FittedFeature) prepare() error {
 		f.width = len(c.Levels) + 1
 	case DateParts:
 		d := f.Date
-		if d == nil {
-			return errors.New("date feature without date parameters")
-		}
 		hasYear := slices.Contains(f.Parts, "year")
 		if hasYear != (len(d.Years) > 0) {
 			return errors.New("date years: want the training years exactly when parts has year")
@@ -312,11 +297,20 @@ func (f *FittedFeature) standardise(v Value) (float64, error) {
 	if v.Null {
 		return 0, nil
 	}
+	x, err := f.transform(v)
+	if err != nil {
+		return 0, err
+	}
+	return (x - f.Numeric.Mean) / f.Numeric.Std, nil
+}
+
+// transform applies a numeric feature's transform to a present value.
+func (f *FittedFeature) transform(v Value) (float64, error) {
 	x, ok := Transform(f.Transform, v.Num)
 	if !ok {
 		return 0, &FieldError{Column: f.Column, Value: v.Format(f.typ), Reason: "feature " + f.Name + ": " + domain(f.Transform)}
 	}
-	return (x - f.Numeric.Mean) / f.Numeric.Std, nil
+	return x, nil
 }
 
 // levelKey appends the level text of v: its canonical text, and "" for a
@@ -433,9 +427,9 @@ func (fit *EncoderFit) Add(row []Value) error {
 			if v.Null {
 				continue
 			}
-			x, ok := Transform(f.Transform, v.Num)
-			if !ok {
-				return &FieldError{Column: f.Column, Value: v.Format(f.typ), Reason: "feature " + f.Name + ": " + domain(f.Transform)}
+			x, err := f.transform(v)
+			if err != nil {
+				return err
 			}
 			if st.n == 0 {
 				st.first = v.Num

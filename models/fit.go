@@ -85,7 +85,8 @@ func InputsFor(all []Column, features []Feature) ([]Column, error) {
 }
 
 // Fit fits a ridge model in streaming passes, holding O(p^2) numbers for p
-// encoded columns plus one prediction per validation case:
+// encoded columns, the level counts, a bounded sample of each numeric
+// feature, and one prediction per validation case:
 //
 //  1. the encoder, from the training cases (means, levels, a sample of
 //     each numeric feature for the drift summary);

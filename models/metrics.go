@@ -58,6 +58,25 @@ func Evaluate(actual, predicted []float64) Metrics {
 	return m
 }
 
+// check refuses metrics that no cases could give.
+func (m *Metrics) check() error {
+	values := []float64{m.MAE, m.RMSE, m.UnderRate}
+	for _, p := range []*float64{m.MAPE, m.MedianAPE} {
+		if p != nil {
+			values = append(values, *p)
+		}
+	}
+	for _, v := range values {
+		if !finite(v) || v < 0 {
+			return fmt.Errorf("%v: want a finite number >= 0", v)
+		}
+	}
+	if m.Count < 0 || m.UnderRate > 1 {
+		return fmt.Errorf("count %d, under_rate %v: want a count >= 0 and a rate <= 1", m.Count, m.UnderRate)
+	}
+	return nil
+}
+
 // median sorts xs in place and returns its median.
 func median(xs []float64) float64 {
 	slices.Sort(xs)
