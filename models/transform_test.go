@@ -61,10 +61,10 @@ func TestPortableLogExpAgreeWithMath(t *testing.T) {
 	}
 }
 
-// The bits of the transforms over a fixed set of inputs. This hash was
-// taken on linux/amd64; on any other platform, or with GOAMD64=v3 (where
-// the compiler may fuse multiply-adds), the same bits must come out, or a
-// model trained on one machine would answer differently on another.
+// The bits of the transforms over a fixed set of inputs, taken on
+// linux/amd64: any change to their arithmetic (a constant, an order of
+// operations) changes what deployed models answer, and must be deliberate.
+// That no platform fuses their multiply-adds is the FMA test's job.
 const transformBitsSHA256 = "8076a943dde39f67c0aefb049f053ea6ec12e68561ff914ef570954d4910c312"
 
 func TestTransformBitsArePortable(t *testing.T) {
