@@ -84,7 +84,7 @@ func (r *Repo) Deploy(ctx context.Context, d Deployment) (*Result, error) {
 			return nil, err
 		}
 		if t.Problem != "" {
-			return nil, fmt.Errorf("deploy %s: the manifest as it is: %s; fix it by hand (or git revert the commit that broke it), then deploy", d.Hospital, t.Problem)
+			return nil, fmt.Errorf("%w: deploy %s: the manifest as it is: %s; fix it by hand (or git revert the commit that broke it), then deploy", ErrInvalid, d.Hospital, t.Problem)
 		}
 		res.Previous = t.Live
 		rel := Release{Hospital: d.Hospital, Version: img.Version, Image: ref.String(), Digest: img.Digest, Metrics: img.Metrics}

@@ -95,10 +95,14 @@ func ReadRelease(read func(name string) ([]byte, error), id string) (*Release, e
 	switch {
 	case errors.Is(kerr, fs.ErrNotExist) && errors.Is(rerr, fs.ErrNotExist):
 		return nil, nil
+	case errors.Is(kerr, fs.ErrNotExist):
+		return nil, invalid(kfile, "missing, beside %s", ReleaseFile)
+	case errors.Is(rerr, fs.ErrNotExist):
+		return nil, invalid(rfile, "missing, beside %s", KustomizationFile)
 	case kerr != nil:
-		return nil, invalid(kfile, "%v", kerr)
+		return nil, kerr
 	case rerr != nil:
-		return nil, invalid(rfile, "%v", rerr)
+		return nil, rerr
 	}
 	var r Release
 	dec := yaml.NewDecoder(bytes.NewReader(rdata))

@@ -109,17 +109,21 @@ func deployMessage(r Release, forced *Rejection) string {
 // the trailers of the release it restores (nil when it restores none).
 func revertMessage(target Event, restored *Release, id, previous string) string {
 	var b strings.Builder
-	if inner, ok := strings.CutPrefix(target.Subject, `Revert "`); ok && strings.HasSuffix(inner, `"`) {
-		fmt.Fprintf(&b, "Reapply \"%s\n\n", inner)
-	} else {
-		fmt.Fprintf(&b, "Revert \"%s\"\n\n", target.Subject)
-	}
-	fmt.Fprintf(&b, "This reverts commit %s.\n\n", target.Commit)
+	fmt.Fprintf(&b, "%s\n\nThis reverts commit %s.\n\n", revertSubject(target.Subject), target.Commit)
 	if restored == nil {
 		restored = &Release{Hospital: id}
 	}
 	writeTrailers(&b, *restored, previous)
 	return b.String()
+}
+
+// revertSubject is the subject git revert gives the revert of a commit:
+// Revert "<subject>", and Reapply "<subject>" for the revert of a revert.
+func revertSubject(s string) string {
+	if inner, ok := strings.CutPrefix(s, `Revert "`); ok && strings.HasSuffix(inner, `"`) {
+		return `Reapply "` + inner
+	}
+	return `Revert "` + s + `"`
 }
 
 func writeTrailers(b *strings.Builder, r Release, previous string) {
