@@ -44,7 +44,8 @@ func ParseTrailers(msg string) []Trailer {
 			continue
 		}
 		if (line[0] == ' ' || line[0] == '\t') && len(out) > 0 {
-			out[len(out)-1].Value += " " + strings.TrimSpace(line)
+			last := &out[len(out)-1]
+			last.Value = strings.TrimSpace(last.Value + " " + strings.TrimSpace(line))
 			continue
 		}
 		m := trailerLine.FindStringSubmatch(line)
