@@ -59,17 +59,17 @@ func (r *Repo) Deploy(ctx context.Context, d Deployment) (*Result, error) {
 		return nil, err
 	}
 	if r.verify == nil {
-		return nil, fmt.Errorf("%w: no image verifier: set WARD_VERIFY_KEY to the public key the images are signed with", ErrUsage)
+		return nil, fail(ErrUsage, "no image verifier: set WARD_VERIFY_KEY to the public key the images are signed with")
 	}
 	img, err := r.verify(ctx, ref.String())
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v; nothing deployed", ErrUnverified, ref, err)
+		return nil, fail(ErrUnverified, "%s: %w; nothing deployed", ref, err)
 	}
 	if img.Digest != ref.DigestStr() {
-		return nil, fmt.Errorf("%w: %s: the verified image has digest %s; nothing deployed", ErrUnverified, ref, img.Digest)
+		return nil, fail(ErrUnverified, "%s: the verified image has digest %s; nothing deployed", ref, img.Digest)
 	}
 	if img.Hospital != d.Hospital {
-		return nil, fmt.Errorf("%w: %s is the image of hospital %q, not %q; nothing deployed", ErrUnverified, ref, img.Hospital, d.Hospital)
+		return nil, fail(ErrUnverified, "%s is the image of hospital %q, not %q; nothing deployed", ref, img.Hospital, d.Hospital)
 	}
 	dir := HospitalDir(d.Hospital)
 	kfile, rfile := path.Join(dir, KustomizationFile), path.Join(dir, ReleaseFile)
@@ -84,7 +84,7 @@ func (r *Repo) Deploy(ctx context.Context, d Deployment) (*Result, error) {
 			return nil, err
 		}
 		if t.Problem != "" {
-			return nil, fmt.Errorf("%w: deploy %s: the manifest as it is: %s; fix it by hand (or git revert the commit that broke it), then deploy", ErrInvalid, d.Hospital, t.Problem)
+			return nil, fail(ErrInvalid, "deploy %s: the manifest as it is: %s; fix it by hand (or git revert the commit that broke it), then deploy", d.Hospital, t.Problem)
 		}
 		res.Previous = t.Live
 		rel := Release{Hospital: d.Hospital, Version: img.Version, Image: ref.String(), Digest: img.Digest, Metrics: img.Metrics}
@@ -98,15 +98,14 @@ func (r *Repo) Deploy(ctx context.Context, d Deployment) (*Result, error) {
 		}
 		rej := t.rejection(rel.Digest)
 		if rej != nil && !d.Force {
-			return nil, fmt.Errorf("%w: deploy %s: %s (%s) was rolled back by %s (%s, %s): ward deploy refuses it so that a scheduled run does not undo a rollback; pass --force to deploy it again",
-				ErrRejected, d.Hospital, rel.Digest, rej.Version, short(rej.Commit), rej.Author, rej.Time.UTC().Format("2006-01-02 15:04 UTC"))
+			return nil, fail(ErrRejected, "deploy %s: %s (%s) was rolled back by %s (%s, %s): ward deploy refuses it so that a scheduled run does not undo a rollback; pass --force to deploy it again", d.Hospital, rel.Digest, rej.Version, short(rej.Commit), rej.Author, rej.Time.UTC().Format("2006-01-02 15:04 UTC"))
 		}
 		kust, err := c.readFile(kfile)
 		if err != nil {
 			kust = newKustomization(d.Hospital)
 		}
 		if kust, err = pinImage(kust, rel.Repository(), rel.Digest); err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, kfile, err)
+			return nil, fail(ErrInvalid, "%s: %w", kfile, err)
 		}
 		relData, err := renderRelease(rel)
 		if err != nil {

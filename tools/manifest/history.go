@@ -149,7 +149,7 @@ func readTimeline(repo *git.Repository, head plumbing.Hash, id string) (*Timelin
 		}
 		rel, err := releaseAt(c, id)
 		if err != nil {
-			e.Problem = strings.TrimPrefix(err.Error(), ErrInvalid.Error()+": ")
+			e.Problem = err.Error()
 		}
 		e.Release = rel
 		if target := reverted(c.Message); target != "" {

@@ -124,7 +124,7 @@ func ReadRelease(read func(name string) ([]byte, error), id string) (*Release, e
 }
 
 func invalid(file, format string, args ...any) error {
-	return fmt.Errorf("%w: %s: %s", ErrInvalid, file, fmt.Sprintf(format, args...))
+	return fail(ErrInvalid, "%s: %s", file, fmt.Sprintf(format, args...))
 }
 
 func (r Release) check(id string) error {

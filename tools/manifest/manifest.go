@@ -38,6 +38,21 @@ var (
 	ErrInvalid = errors.New("invalid manifest content")
 )
 
+// Error is a failure of a kind above: errors.Is(err, ErrRejected) tells
+// the kind, the message says the rest.
+type Error struct {
+	Kind error
+	Err  error
+}
+
+func (e *Error) Error() string        { return e.Err.Error() }
+func (e *Error) Unwrap() error        { return e.Err }
+func (e *Error) Is(target error) bool { return target == e.Kind }
+
+func fail(kind error, format string, args ...any) error {
+	return &Error{Kind: kind, Err: fmt.Errorf(format, args...)}
+}
+
 // The annotations of a packaged image that a deploy records. The model
 // version is ward's own annotation, else the OCI version.
 const (
@@ -74,7 +89,7 @@ var (
 // checkHospital refuses ids that are not a folder name of hospitals/.
 func checkHospital(id string) error {
 	if !idPattern.MatchString(id) {
-		return fmt.Errorf("%w: hospital %q: want lower-case letters, digits and dashes (a folder under hospitals/)", ErrUsage, id)
+		return fail(ErrUsage, "hospital %q: want lower-case letters, digits and dashes (a folder under hospitals/)", id)
 	}
 	return nil
 }
@@ -84,14 +99,14 @@ func checkHospital(id string) error {
 // can move, a digest cannot.
 func ParseImageRef(ref string) (name.Digest, error) {
 	if !strings.Contains(ref, "@") {
-		return name.Digest{}, fmt.Errorf("%w: image %q is a reference by tag: deploys pin a digest (REPOSITORY@sha256:...), as ward package prints it", ErrUsage, ref)
+		return name.Digest{}, fail(ErrUsage, "image %q is a reference by tag: deploys pin a digest (REPOSITORY@sha256:...), as ward package prints it", ref)
 	}
 	d, err := name.NewDigest(ref)
 	if err != nil {
-		return name.Digest{}, fmt.Errorf("%w: image %q: %v", ErrUsage, ref, err)
+		return name.Digest{}, fail(ErrUsage, "image %q: %w", ref, err)
 	}
 	if !digestPattern.MatchString(d.DigestStr()) {
-		return name.Digest{}, fmt.Errorf("%w: image %q: want a sha256 digest (sha256: and 64 hex digits)", ErrUsage, ref)
+		return name.Digest{}, fail(ErrUsage, "image %q: want a sha256 digest (sha256: and 64 hex digits)", ref)
 	}
 	// Drop a tag given beside the digest: the digest is what runs.
 	return name.NewDigest(d.Context().Name() + "@" + d.DigestStr())

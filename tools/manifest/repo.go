@@ -102,11 +102,11 @@ func New(url string, opts ...Option) (*Repo, error) {
 		o(&s)
 	}
 	if url == "" {
-		return nil, fmt.Errorf("%w: no manifest repo: set WARD_MANIFEST_REPO or --manifest-repo to a Git URL or path", ErrUsage)
+		return nil, fail(ErrUsage, "no manifest repo: set WARD_MANIFEST_REPO or --manifest-repo to a Git URL or path")
 	}
 	ep, err := transport.NewEndpoint(url)
 	if err != nil {
-		return nil, fmt.Errorf("%w: manifest repo %q: %v", ErrUsage, url, err)
+		return nil, fail(ErrUsage, "manifest repo %q: %w", url, err)
 	}
 	if ep.Protocol == "file" {
 		if ep.Path, err = filepath.Abs(ep.Path); err != nil {
@@ -114,7 +114,7 @@ func New(url string, opts ...Option) (*Repo, error) {
 		}
 	}
 	if ep.Password != "" {
-		return nil, fmt.Errorf("%w: manifest repo: a password in the URL is not supported: use WARD_MANIFEST_TOKEN", ErrUsage)
+		return nil, fail(ErrUsage, "manifest repo: a password in the URL is not supported: use WARD_MANIFEST_TOKEN")
 	}
 	r := &Repo{
 		url:      url,
@@ -125,17 +125,17 @@ func New(url string, opts ...Option) (*Repo, error) {
 		log:      s.log,
 	}
 	if err := plumbing.NewBranchReferenceName(s.branch).Validate(); err != nil || s.branch == "" {
-		return nil, fmt.Errorf("%w: branch %q: not a branch name", ErrUsage, s.branch)
+		return nil, fail(ErrUsage, "branch %q: not a branch name", s.branch)
 	}
 	if r.auth, err = authFor(ep, s); err != nil {
-		return nil, fmt.Errorf("%w: manifest repo %s: %v", ErrUsage, url, err)
+		return nil, fail(ErrUsage, "manifest repo %s: %w", url, err)
 	}
 	if r.author, err = identity(s.author); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUsage, err)
+		return nil, fail(ErrUsage, "%w", err)
 	}
 	if s.signKey != "" {
 		if r.signer, err = LoadSigner(s.signKey); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrUsage, err)
+			return nil, fail(ErrUsage, "%w", err)
 		}
 	}
 	return r, nil
@@ -231,7 +231,7 @@ func (r *Repo) clone(ctx context.Context) (*checkout, error) {
 		return r.emptyCheckout()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: clone %s (branch %s): %v", ErrUnreachable, r.url, r.branch.Short(), err)
+		return nil, fail(ErrUnreachable, "clone %s (branch %s): %w", r.url, r.branch.Short(), err)
 	}
 	wt, err := repo.Worktree()
 	if err != nil {
@@ -285,7 +285,7 @@ func (r *Repo) refresh(ctx context.Context, c *checkout) (bool, error) {
 		Force:      true,
 	})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
-		return false, fmt.Errorf("%w: fetch %s: %v", ErrUnreachable, r.url, err)
+		return false, fail(ErrUnreachable, "fetch %s: %w", r.url, err)
 	}
 	ref, err := c.repo.Reference(remoteRef, true)
 	if err != nil {
@@ -420,7 +420,7 @@ func (r *Repo) publish(ctx context.Context, dryRun bool, change func(*checkout) 
 			return nil, fmt.Errorf("push to %s: %v; then %w", r.url, pushErr, err)
 		}
 		if !moved {
-			return nil, fmt.Errorf("%w: push to %s: %v", ErrUnreachable, r.url, pushErr)
+			return nil, fail(ErrUnreachable, "push to %s: %w", r.url, pushErr)
 		}
 		if attempt == r.attempts {
 			return nil, fmt.Errorf("push to %s: the remote moved under each of %d attempts (other deploys landing); nothing of this %s was pushed: run it again", r.url, attempt, res.Action)
@@ -502,7 +502,7 @@ func (c *checkout) initialized() bool {
 }
 
 func (r *Repo) notInitialized() error {
-	return fmt.Errorf("%w: %s has no %s/%s: run ward manifest init first", ErrNotInitialized, r.url, BaseDir, KustomizationFile)
+	return fail(ErrNotInitialized, "%s has no %s/%s: run ward manifest init first", r.url, BaseDir, KustomizationFile)
 }
 
 // History returns a hospital's timeline at the remote's head.

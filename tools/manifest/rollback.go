@@ -85,7 +85,7 @@ func rollbackTargets(t *Timeline, to string) ([]*Event, error) {
 		}
 		inEffect = append(inEffect, fmt.Sprintf("%s (%s)", e.effect.version, short(e.effect.digest)))
 	}
-	return nil, fmt.Errorf("%w: rollback %s --to %s: no deploy of it is in effect; in effect, newest first: %s", ErrUsage, t.Hospital, to, strings.Join(inEffect, ", "))
+	return nil, fail(ErrUsage, "rollback %s --to %s: no deploy of it is in effect; in effect, newest first: %s", t.Hospital, to, strings.Join(inEffect, ", "))
 }
 
 // revert commits the inverse of ev's commit onto the checkout and returns
@@ -161,8 +161,7 @@ func (r *Repo) conflict(c *checkout, ev *Event, id, name string) error {
 		}
 		iter.Close()
 	}
-	return fmt.Errorf("%w: rollback %s: %s changed since %s %s (%s) by %s: a revert would undo that change too, so nothing was rolled back; revert that change first (git revert), or deploy the release you want with ward deploy --force",
-		ErrConflict, id, name, ev.Action, short(ev.Commit), ev.effect.version, by)
+	return fail(ErrConflict, "rollback %s: %s changed since %s %s (%s) by %s: a revert would undo that change too, so nothing was rolled back; revert that change first (git revert), or deploy the release you want with ward deploy --force", id, name, ev.Action, short(ev.Commit), ev.effect.version, by)
 }
 
 // contentAt returns a file of a tree, nil when it is not there.
