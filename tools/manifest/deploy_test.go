@@ -196,3 +196,31 @@ func TestDeployKeepsHandEdits(t *testing.T) {
 		t.Fatalf("kustomization.yaml after the deploy:\n%s\nbefore:\n%s", got, data)
 	}
 }
+
+func TestInitDryRunOnAnEmptyRemote(t *testing.T) {
+	remote := testenv.BareRepo(t)
+	r := newRepo(t, remote)
+	res, err := r.Init(context.Background(), true)
+	if err != nil || res.Status != StatusDryRun {
+		t.Fatalf("%+v, %v", res, err)
+	}
+	for _, want := range []string{"+++ b/base/deployment.yaml", "+          image: ward-serving", "+++ b/README.md"} {
+		if !strings.Contains(res.Diff, want) {
+			t.Errorf("diff lacks %q:\n%s", want, res.Diff)
+		}
+	}
+	if out, err := gitOutput(remote, "rev-parse", "--verify", "--quiet", "refs/heads/main"); err == nil {
+		t.Fatalf("a dry run pushed: %s", out)
+	}
+}
+
+func TestHospitalIDsAreFolderNames(t *testing.T) {
+	_, r := newRemote(t)
+	ctx := context.Background()
+	for _, id := range []string{"../base", "st-olaf/..", "", "-x", "ST-OLAF"} {
+		_, err := r.History(ctx, id)
+		wantErr(t, err, ErrUsage, "hospital")
+		_, err = r.Rollback(ctx, Rollback{Hospital: id})
+		wantErr(t, err, ErrUsage, "hospital")
+	}
+}

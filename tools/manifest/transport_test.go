@@ -3,6 +3,9 @@ package manifest
 import (
 	"context"
 	"io"
+	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -146,4 +149,37 @@ func TestLoadSignerRefuses(t *testing.T) {
 	}
 	_, err := New(testenv.BareRepo(t), WithSignKey(plain))
 	wantErr(t, err, ErrUsage, plain)
+}
+
+// Deploys over smart HTTP, the protocol of https:// remotes (here git
+// http-backend behind a loopback server, without TLS), with a token; a
+// wrong token is refused.
+func TestDeployOverHTTPWithToken(t *testing.T) {
+	gitBin := testenv.LookPath(t, "git", "git")
+	root := t.TempDir()
+	remote := filepath.Join(root, "manifest.git")
+	testenv.Git(t, "", "init", "--quiet", "--bare", "--initial-branch=main", remote)
+	testenv.Git(t, remote, "config", "http.receivepack", "true")
+	backend := &cgi.Handler{Path: gitBin, Args: []string{"http-backend"}, Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if _, pass, ok := req.BasicAuth(); !ok || pass != "s3cret" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="manifest"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		backend.ServeHTTP(w, req)
+	}))
+	t.Cleanup(srv.Close)
+	url := srv.URL + "/manifest.git"
+
+	r := newRepo(t, url, WithToken("s3cret"))
+	if _, err := r.Init(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	res := deploy(t, r, "st-olaf/v1")
+	if remoteHead(t, remote) != res.Commits[0] {
+		t.Fatal("the deploy did not land")
+	}
+	_, err := newRepo(t, url, WithToken("wrong")).History(context.Background(), "st-olaf")
+	wantErr(t, err, ErrUnreachable, "authentication required")
 }
