@@ -1,0 +1,52 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+
+	"github.com/wardml/ward/internal/exit"
+	"github.com/wardml/ward/tools/manifest"
+)
+
+func init() {
+	var f manifestFlags
+	register(&Command{
+		Name:    "rollback",
+		Summary: "Undo a hospital's last deploy with a revert commit",
+		Usage:   "rollback --hospital ID [--to DIGEST|VERSION] [--dry-run] [--output json]",
+		Help: `Writes a true revert of the hospital's last deploy in effect (Revert
+"<subject>", This reverts commit <sha>., and ward's trailers), as git revert
+would, and pushes it. With --to, it reverts every deploy after that release,
+newest first, one revert commit each. The digests rolled back are refused by
+later deploys unless --force.
+
+When a file of the deploy changed since (a hand edit), the rollback stops
+and says which commit changed it: revert that change first, or deploy the
+release you want with ward deploy --force.
+
+Exit codes: 0 rolled back or nothing to do; 1 a conflict, nothing to roll
+back to, or invalid manifest content; 2 usage, an unknown --to release, an
+unreachable or uninitialized manifest repo.`,
+		Example: "ward rollback --hospital st-olaf\nward rollback --hospital st-olaf --to v1",
+		Output:  true,
+		Flags: func(fs *flag.FlagSet) {
+			f.bind(fs, true)
+			fs.StringVar(&f.to, "to", "", "roll back every deploy after this release (digest or version)")
+		},
+		Run: func(ctx context.Context, app *App, _ []string) error {
+			if f.hospital == "" {
+				return exit.With(exit.Config, errors.New("want --hospital ID"))
+			}
+			r, err := openManifest(app, &f)
+			if err != nil {
+				return err
+			}
+			res, err := r.Rollback(ctx, manifest.Rollback{Hospital: f.hospital, To: f.to, DryRun: f.dryRun})
+			if err != nil {
+				return manifestError(err)
+			}
+			return printResult(app, r, res)
+		},
+	})
+}
