@@ -64,6 +64,33 @@ func readExtracts(t testing.TB, out string, h *contract.Hospital) []extractFile 
 	return files
 }
 
+// parse checks every cell of a file with its contract, as ingest does:
+// a row with a cell that does not pass, or whose key an earlier row of the
+// file already had, is rejected.
+func (f extractFile) parse() (good [][]models.Value, rejected int) {
+	key := slices.IndexFunc(f.table.Columns, func(c models.Column) bool { return c.Name == f.table.Key[0] })
+	seen := map[string]bool{}
+row:
+	for _, rec := range f.rows {
+		vals := make([]models.Value, len(rec))
+		for i := range f.table.Columns {
+			v, ferr := f.table.Columns[i].ParseText(rec[i])
+			if ferr != nil {
+				rejected++
+				continue row
+			}
+			vals[i] = v
+		}
+		if seen[vals[key].Str] {
+			rejected++
+			continue
+		}
+		seen[vals[key].Str] = true
+		good = append(good, vals)
+	}
+	return good, rejected
+}
+
 // dataset is a hospital's cases joined with their patients and doctors:
 // one row per case, its values in the order of the contract's
 // InputColumns, then the hospital's id.
@@ -71,8 +98,6 @@ type dataset struct {
 	cols map[string]int
 	rows [][]models.Value
 }
-
-func (d *dataset) get(r []models.Value, col string) models.Value { return r[d.cols[col]] }
 
 // joinCases upserts every row of a hospital's extracts by key, as the
 // database does, and joins each case with its patient and doctor. Rows
@@ -93,24 +118,10 @@ func joinCases(t testing.TB, h *contract.Hospital, files []extractFile) (ds *dat
 			byTable[f.table.Name] = rows
 		}
 		key := slices.IndexFunc(f.table.Columns, func(c models.Column) bool { return c.Name == f.table.Key[0] })
-		seen := map[string]bool{}
-	row:
-		for _, rec := range f.rows {
-			vals := make([]models.Value, len(rec))
-			for i := range f.table.Columns {
-				v, ferr := f.table.Columns[i].ParseText(rec[i])
-				if ferr != nil {
-					rejected++
-					continue row
-				}
-				vals[i] = v
-			}
+		good, bad := f.parse()
+		rejected += bad
+		for _, vals := range good {
 			k := vals[key].Str
-			if seen[k] {
-				rejected++
-				continue
-			}
-			seen[k] = true
 			if _, ok := rows[k]; !ok && f.table == main {
 				order = append(order, k)
 			}

@@ -463,7 +463,7 @@ func (w *extractWriter) write(t *table, month string, correction bool, rows []ro
 	if err != nil {
 		return err
 	}
-	bw := bufio.NewWriterSize(f, 256<<10)
+	bw := bufio.NewWriterSize(f, 64<<10)
 	sealed, err := w.seal(bw, plain)
 	if err == nil {
 		if w.format == "parquet" {

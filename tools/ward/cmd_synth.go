@@ -39,6 +39,8 @@ ward synth --out /tmp/group --hospitals 8 --months 36 --format parquet --encrypt
 ward synth --out /tmp/shocked --shock st-olaf:2025-07:1.35 --output json`,
 		Output: true,
 		Flags: func(fs *flag.FlagSet) {
+			// Repeatable flags append: start each command line afresh.
+			recipients, shocks = nil, nil
 			fs.StringVar(&out, "out", "", "output `DIR`")
 			fs.IntVar(&months, "months", synth.DefaultMonths, "months of extracts")
 			fs.StringVar(&start, "start", synth.DefaultStart, "first month, `YYYY-MM`")
