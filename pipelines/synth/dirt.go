@@ -2,7 +2,6 @@ package synth
 
 import (
 	"cmp"
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -188,10 +187,4 @@ func (d *dirt) corrections(m int) []row {
 	slices.SortFunc(rows, func(a, b row) int { return cmp.Compare(a[id].v.Str, b[id].v.Str) })
 	d.counts.CorrectionFiles++
 	return rows
-}
-
-// String describes the counts in one line.
-func (d DirtCounts) String() string {
-	return fmt.Sprintf("%d missing, %d bad ages, %d bad dates, %d duplicates, %d corrections in %d files",
-		d.Missing, d.BadAges, d.BadDates, d.Duplicates, d.Corrections, d.CorrectionFiles)
 }

@@ -88,8 +88,8 @@ func TestFindings(t *testing.T) {
 		maeRandom := fit(cols, all[nv:], h.Training.Features).mae(all[:nv])
 
 		icc := own.residualCorrelation(s.train)
-		t.Logf("%-10s train %5d valid %4d | MAE own %6.0f, pooled %6.0f (%+.1f%%) | random split %6.0f (%+.1f%% vs time) | patient residual corr %.2f",
-			h.ID, len(s.train), len(s.valid), maeOwn, maePooled, 100*(maePooled/maeOwn-1), maeRandom, 100*(maeRandom/maeOwn-1), icc)
+		t.Logf("%-10s %3d features, pooled %3d | train %5d valid %4d | MAE own %6.0f, pooled %6.0f (%+.1f%%) | random split %6.0f (%+.1f%% vs time) | patient residual corr %.2f",
+			h.ID, own.enc.width, pooled.enc.width, len(s.train), len(s.valid), maeOwn, maePooled, 100*(maePooled/maeOwn-1), maeRandom, 100*(maeRandom/maeOwn-1), icc)
 		if maeOwn >= maePooled*0.95 {
 			t.Errorf("%s: per-hospital MAE %.0f is not clearly below the pooled model's %.0f", h.ID, maeOwn, maePooled)
 		}

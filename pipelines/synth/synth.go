@@ -7,15 +7,20 @@
 // The data is made so that the two findings that drive ward's training
 // design show up in it. A case's bill is its hospital's price level x the
 // specialty's base price x the hospital's own price of that specialty x
-// the hospital's own ward-class premium x the doctor's fee level (and
-// grade) x a persistent patient effect x the effects of the length of stay
-// (with a hospital-specific elasticity), comorbidities, age, admission type
-// (a hospital-specific emergency premium) and insurance x the hospital's
-// inflation and yearly tariff step x seasonality, with lognormal noise.
-// Hospitals differ in specialty mix, price level and the premiums, which a
-// pooled model with a hospital column cannot fit; a share of the cases are
-// returning patients who carry their effect with them; prices drift, so a
-// random split is more optimistic than a time split.
+// its own ward-class premium (steep where it runs private wings, nearly
+// flat elsewhere) x the doctor's fee level and grade x a persistent
+// patient effect x the length of stay (almost in proportion at a hospital
+// that bills by the night, hardly at one that bills by the case) x the
+// hospital's own effects of comorbidities, age, emergency admission and
+// insurance x its inflation and yearly tariff step x seasonality, with
+// lognormal noise. These per-hospital effects are interactions that one
+// pooled model with a hospital column cannot fit, so a model per hospital
+// is clearly better. A share of the cases are returning patients who carry
+// their effect with them, and prices drift, so a random split is more
+// optimistic than a time split. The stay that is billed differs from the
+// planned_los known at pre-admission. A shock (WithShocks) multiplies one
+// hospital's bills from a month on, so that feedback has a degraded model
+// to find.
 //
 // The same seed and options give byte-identical plaintext (CSV or Parquet)
 // and contracts: every random draw comes from a seeded PCG stream of its
@@ -37,8 +42,9 @@
 //     day-first (31/01/2025), without separators (20250131) or as a
 //     timestamp (2025-01-31 09:00). Ingest rejects the row. CSV only: a
 //     Parquet DATE column cannot hold one.
-//   - duplicate: a case row sent twice in a row of the same file. Ingest
-//     rejects the second copy (the key is unique within a file).
+//   - duplicate: a case row sent twice in the same file, one copy right
+//     after the other. Ingest rejects the second copy (the key is unique
+//     within a file).
 //   - correction: a case billed wrong (charges left out, or billed twice)
 //     in its month's file, and re-sent with the right bill in
 //     cases_YYYY-MM_correction.* of one of the next two months (YYYY-MM is
