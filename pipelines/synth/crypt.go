@@ -116,13 +116,15 @@ func newAgeKey(private, public string) (age.Recipient, error) {
 // ensure fills in, for each encryption the group uses, the recipients that
 // no --recipient file gave, by generating ward's ingest keys in dir.
 func (rc *recipients) ensure(dir string, kinds map[string]bool) ([]Key, error) {
-	var keys []Key
-	if kinds["openpgp"] && len(rc.pgp) == 0 || kinds["age"] && len(rc.age) == 0 {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, err
-		}
+	needPGP, needAge := kinds["openpgp"] && len(rc.pgp) == 0, kinds["age"] && len(rc.age) == 0
+	if !needPGP && !needAge {
+		return nil, nil
 	}
-	if kinds["openpgp"] && len(rc.pgp) == 0 {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	var keys []Key
+	if needPGP {
 		priv, pub := filepath.Join(dir, "ingest.pgp"), filepath.Join(dir, "ingest.pgp.pub")
 		e, err := newPGPKey("ward ingest", "ingest@ward.invalid", priv, pub)
 		if err != nil {
@@ -133,7 +135,7 @@ func (rc *recipients) ensure(dir string, kinds map[string]bool) ([]Key, error) {
 			Key{Path: priv, Kind: "openpgp", Private: true, Use: "WARD_PGP_KEY: decrypts the OpenPGP extracts"},
 			Key{Path: pub, Kind: "openpgp", Use: "--recipient: encrypt more extracts to ward"})
 	}
-	if kinds["age"] && len(rc.age) == 0 {
+	if needAge {
 		priv, pub := filepath.Join(dir, "ingest.age"), filepath.Join(dir, "ingest.age.pub")
 		r, err := newAgeKey(priv, pub)
 		if err != nil {

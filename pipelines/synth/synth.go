@@ -237,12 +237,10 @@ func (s *settings) check() error {
 		return fmt.Errorf("dirt %v: want a rate from 0 (clean) to 0.5", s.dirt)
 	case s.sign && s.encryption != "openpgp" && s.encryption != "mixed":
 		return fmt.Errorf("sign: extracts are signed with OpenPGP; use it with --encrypt openpgp or mixed, not %s", s.encryption)
-	case s.start.IsZero():
-		return errors.New("start: no first month")
 	}
 	last := s.start.AddDate(0, s.months-1, 0)
 	for _, sh := range s.shocks {
-		if indexOf(sh.Hospital, s.hospitals) < 0 {
+		if !slices.Contains(ids(s.hospitals), sh.Hospital) {
 			return fmt.Errorf("shock %s: no hospital %q in a group of %d (%s)", sh, sh.Hospital, s.hospitals, strings.Join(ids(s.hospitals), ", "))
 		}
 		if sh.From.Before(s.start) || sh.From.After(last) {
@@ -259,8 +257,6 @@ func ids(n int) []string {
 	}
 	return out
 }
-
-func indexOf(id string, n int) int { return slices.Index(ids(n), id) }
 
 // encryptionOf returns hospital n's encryption: in a mixed group the
 // hospitals alternate, openpgp first.
