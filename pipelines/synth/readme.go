@@ -35,14 +35,16 @@ func readme(s *settings, sum *Summary) []byte {
 		fmt.Fprintf(&b, "\nShock: %s's bills are multiplied by %g from %s on.\n", sh.Hospital, sh.Factor, sh.From.Format("2006-01"))
 	}
 	if len(sum.Keys) > 0 {
-		fmt.Fprintf(&b, "\nKeys:\n")
+		fmt.Fprintf(&b, "\nKeys (fresh each run):\n")
+		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 		for _, k := range sum.Keys {
 			rel, err := filepath.Rel(sum.Out, k.Path)
 			if err != nil {
 				rel = k.Path
 			}
-			fmt.Fprintf(&b, "  %-34s %s\n", rel, k.Use)
+			fmt.Fprintf(tw, "  %s\t%s\n", rel, k.Use)
 		}
+		tw.Flush()
 	}
 	return []byte(b.String())
 }
@@ -51,10 +53,10 @@ func readme(s *settings, sum *Summary) []byte {
 // dirt counts.
 func (s *Summary) WriteTable(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOSPITAL\tENCRYPTION\tFILES\tCASES\tMISSING\tBAD AGES\tBAD DATES\tDUPLICATES\tCORRECTIONS")
+	fmt.Fprintln(tw, "HOSPITAL\tENCRYPTION\tFILES\tCASES\tMISSING\tBAD AGES\tBAD DATES\tDUPLICATES\tCORRECTIONS\tCORRECTION FILES")
 	for _, h := range s.Hospitals {
 		d := h.Dirt
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d in %d files\n", h.ID, h.Encryption, h.Files, h.Cases,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", h.ID, h.Encryption, h.Files, h.Cases,
 			d.Missing, d.BadAges, d.BadDates, d.Duplicates, d.Corrections, d.CorrectionFiles)
 	}
 	tw.Flush()
