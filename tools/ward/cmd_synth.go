@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/wardml/ward/internal/exit"
+	"github.com/wardml/ward/pipelines/synth"
+)
+
+func init() {
+	var (
+		out, start, format, encrypt string
+		months                      int
+		seed                        uint64
+		dirt                        float64
+		armor, sign, force          bool
+		recipients, shocks          stringList
+	)
+	register(&Command{
+		Name:    "synth",
+		Summary: "Write a synthetic hospital group: contracts, and monthly encrypted extracts in the SFTP layout",
+		Usage:   "synth --out DIR [--hospitals 5] [--months 24] [--seed 1] [--format csv|parquet] [--encrypt none|openpgp|age|mixed] [--recipient KEYFILE] [--dirt 0.002] [--shock ID:YYYY-MM:FACTOR]",
+		Help: `Writes DIR/hospitals/<id>/hospital.yaml (the contracts), DIR/sftp/<id>/inbound/
+(patients, doctors and cases for each month; the SFTP base path is DIR/sftp),
+DIR/keys/ (ward's ingest keys, unless --recipient gives them) and DIR/README.txt.
+
+Here --hospitals is the number of hospitals to make (for other commands it is
+the folder of the contracts). The same seed and flags give the same bytes
+(for encrypted files: the same bytes once decrypted). --dirt sets the rate of
+each kind of dirt (missing values, out-of-range ages, bad dates, duplicate
+rows, correction files; see hospitals/README.md); 0 is clean. --shock
+multiplies one hospital's bills from a month on, and may be repeated.`,
+		Example: `ward synth --out .ward/demo
+ward synth --out /tmp/group --hospitals 8 --months 36 --format parquet --encrypt age --armor
+ward synth --out /tmp/shocked --shock st-olaf:2025-07:1.35 --output json`,
+		Output: true,
+		Flags: func(fs *flag.FlagSet) {
+			// Repeatable flags append: start each command line afresh.
+			recipients, shocks = nil, nil
+			fs.StringVar(&out, "out", "", "output `DIR`")
+			fs.IntVar(&months, "months", synth.DefaultMonths, "months of extracts")
+			fs.StringVar(&start, "start", synth.DefaultStart, "first month, `YYYY-MM`")
+			fs.Uint64Var(&seed, "seed", synth.DefaultSeed, "random seed")
+			fs.StringVar(&format, "format", synth.DefaultFormat, "csv or parquet")
+			fs.StringVar(&encrypt, "encrypt", synth.DefaultEncryption, "none, openpgp, age or mixed (hospitals alternate)")
+			fs.BoolVar(&armor, "armor", false, "ASCII-armor the encrypted extracts")
+			fs.BoolVar(&sign, "sign", false, "each OpenPGP hospital signs its extracts (its public key goes beside its contract)")
+			fs.Var(&recipients, "recipient", "encrypt to this OpenPGP public key or age recipients `KEYFILE` instead of generating keys (repeatable)")
+			fs.Float64Var(&dirt, "dirt", synth.DefaultDirt, "rate of each kind of dirt (0: clean)")
+			fs.Var(&shocks, "shock", "multiply a hospital's bills from a month on: `ID:YYYY-MM:FACTOR` (repeatable)")
+			fs.BoolVar(&force, "force", false, "replace an earlier run's output in DIR")
+		},
+		Run: func(ctx context.Context, app *App, _ []string) error {
+			hospitals := synth.DefaultHospitals
+			// --hospitals is a global flag (the contracts folder); given
+			// on this command's line it is the size of the group.
+			if app.Config.Source("hospitals").Kind == "flag" {
+				n, err := strconv.Atoi(app.Config.Hospitals())
+				if err != nil {
+					return exit.With(exit.Config, fmt.Errorf("--hospitals %q: want the number of hospitals to make, e.g. 5", app.Config.Hospitals()))
+				}
+				hospitals = n
+			}
+			first, err := synth.ParseMonth(start)
+			if err != nil {
+				return exit.With(exit.Config, fmt.Errorf("--start: %w", err))
+			}
+			opts := []synth.Option{
+				synth.WithHospitals(hospitals), synth.WithMonths(months), synth.WithStart(first),
+				synth.WithSeed(seed), synth.WithFormat(format), synth.WithEncryption(encrypt),
+				synth.WithArmor(armor), synth.WithSigning(sign), synth.WithRecipients(recipients...),
+				synth.WithDirt(dirt), synth.WithForce(force),
+			}
+			for _, s := range shocks {
+				sh, err := synth.ParseShock(s)
+				if err != nil {
+					return exit.With(exit.Config, fmt.Errorf("--shock: %w", err))
+				}
+				opts = append(opts, synth.WithShocks(sh))
+			}
+			sum, err := synth.Generate(ctx, out, opts...)
+			if err != nil {
+				return err
+			}
+			app.Log.Info("synthetic group written", "event.action", "synth", "event.outcome", "success",
+				"ward.out", sum.Out, "ward.files", sum.Files, "ward.cases", sum.Cases)
+			return app.Print(sum, func(w io.Writer) { printSynth(w, sum) })
+		},
+	})
+}
+
+func printSynth(w io.Writer, sum *synth.Summary) {
+	fmt.Fprintf(w, "Wrote %d hospitals x %d months (from %s) to %s: %d files, %d cases.\n\n",
+		len(sum.Hospitals), sum.Months, sum.Start, sum.Out, sum.Files, sum.Cases)
+	sum.WriteTable(w)
+	fmt.Fprintf(w, "\nContracts: %s (WARD_HOSPITALS)\nDrop box:  %s (the SFTP base path)\n", sum.Contracts, sum.SFTP)
+	for _, k := range sum.Keys {
+		fmt.Fprintf(w, "Key:       %s (%s)\n", k.Path, k.Use)
+	}
+}
