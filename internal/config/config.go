@@ -151,12 +151,14 @@ type Flags struct {
 	file   *string
 }
 
-// BindFlags registers the settings' flags and --config on fs.
+// BindFlags registers the settings' flags and --config on fs. A command
+// that defines a flag of the same name first keeps its own meaning for it
+// (ward synth --hospitals N); the setting then comes from env or file.
 func BindFlags(fs *flag.FlagSet) *Flags {
 	f := &Flags{fs: fs, values: map[string]*string{}, bools: map[string]*bool{}}
 	f.file = fs.String("config", "", "configuration file (default ward.yaml when present; env WARD_CONFIG)")
 	for _, s := range Settings {
-		if s.Flag == "" {
+		if s.Flag == "" || fs.Lookup(s.Flag) != nil {
 			continue
 		}
 		if s.Kind == Bool {
@@ -182,8 +184,8 @@ func (f *Flags) set() map[string]string {
 		}
 		if b, ok := f.bools[s.Key]; ok {
 			out[s.Key] = strconv.FormatBool(*b)
-		} else {
-			out[s.Key] = *f.values[s.Key]
+		} else if v, ok := f.values[s.Key]; ok {
+			out[s.Key] = *v
 		}
 	}
 	return out

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strconv"
 
 	"github.com/wardml/ward/internal/exit"
 	"github.com/wardml/ward/pipelines/synth"
@@ -14,7 +13,7 @@ import (
 func init() {
 	var (
 		out, start, format, encrypt string
-		months                      int
+		months, hospitals           int
 		seed                        uint64
 		dirt                        float64
 		armor, sign, force          bool
@@ -42,6 +41,7 @@ ward synth --out /tmp/shocked --shock st-olaf:2025-07:1.35 --output json`,
 			// Repeatable flags append: start each command line afresh.
 			recipients, shocks = nil, nil
 			fs.StringVar(&out, "out", "", "output `DIR`")
+			fs.IntVar(&hospitals, "hospitals", synth.DefaultHospitals, "number of hospitals to make (here it is not the contracts folder)")
 			fs.IntVar(&months, "months", synth.DefaultMonths, "months of extracts")
 			fs.StringVar(&start, "start", synth.DefaultStart, "first month, `YYYY-MM`")
 			fs.Uint64Var(&seed, "seed", synth.DefaultSeed, "random seed")
@@ -55,16 +55,6 @@ ward synth --out /tmp/shocked --shock st-olaf:2025-07:1.35 --output json`,
 			fs.BoolVar(&force, "force", false, "replace an earlier run's output in DIR")
 		},
 		Run: func(ctx context.Context, app *App, _ []string) error {
-			hospitals := synth.DefaultHospitals
-			// --hospitals is a global flag (the contracts folder); given
-			// on this command's line it is the size of the group.
-			if app.Config.Source("hospitals").Kind == "flag" {
-				n, err := strconv.Atoi(app.Config.Hospitals())
-				if err != nil {
-					return exit.With(exit.Config, fmt.Errorf("--hospitals %q: want the number of hospitals to make, e.g. 5", app.Config.Hospitals()))
-				}
-				hospitals = n
-			}
 			first, err := synth.ParseMonth(start)
 			if err != nil {
 				return exit.With(exit.Config, fmt.Errorf("--start: %w", err))

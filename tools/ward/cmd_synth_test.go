@@ -46,7 +46,7 @@ func TestSynthCommandBadFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--hospitals", "two"}, `--hospitals "two": want the number of hospitals`},
+		{[]string{"--hospitals", "two"}, `invalid value "two" for flag -hospitals`},
 		{[]string{"--start", "2024-13"}, `--start: month "2024-13": want YYYY-MM`},
 		{[]string{"--shock", "st-olaf:2024-03"}, "--shock: shock \"st-olaf:2024-03\": want HOSPITAL:YYYY-MM:FACTOR"},
 		{[]string{"--encrypt", "rot13"}, `encrypt "rot13"`},

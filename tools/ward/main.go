@@ -86,7 +86,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		if len(args) > 1 {
 			if c, ok := commands[args[1]]; ok {
-				printCommandHelp(stdout, c, newFlagSet(c))
+				fs, _, _ := commandFlags(c)
+				printCommandHelp(stdout, c, fs)
 				return exit.OK
 			}
 		}
@@ -99,15 +100,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 		printHelp(stderr)
 		return exit.Config
 	}
-	fs := newFlagSet(c)
-	cfgFlags := config.BindFlags(fs)
-	var output *string
-	if c.Output {
-		output = fs.String("output", "text", "text or json")
-	}
-	if c.Flags != nil {
-		c.Flags(fs)
-	}
+	fs, cfgFlags, output := commandFlags(c)
 	positional, err := parseInterspersed(fs, args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		printCommandHelp(stdout, c, fs)
@@ -143,10 +136,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 	return exit.OK
 }
 
-func newFlagSet(c *Command) *flag.FlagSet {
+// commandFlags builds a command's flag set: its own flags first (they win
+// over a global flag of the same name), then --output, then the global
+// settings.
+func commandFlags(c *Command) (*flag.FlagSet, *config.Flags, *string) {
 	fs := flag.NewFlagSet("ward "+c.Name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	return fs
+	if c.Flags != nil {
+		c.Flags(fs)
+	}
+	var output *string
+	if c.Output {
+		output = fs.String("output", "text", "text or json")
+	}
+	return fs, config.BindFlags(fs), output
 }
 
 // parseInterspersed lets flags follow positional arguments
