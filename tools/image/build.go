@@ -325,12 +325,14 @@ type layer struct {
 	digest, diffID v1.Hash
 }
 
-func (l *layer) Digest() (v1.Hash, error)             { return l.digest, nil }
-func (l *layer) DiffID() (v1.Hash, error)             { return l.diffID, nil }
-func (l *layer) Size() (int64, error)                 { return int64(len(l.gz)), nil }
-func (l *layer) MediaType() (types.MediaType, error)  { return l.mt, nil }
-func (l *layer) Compressed() (io.ReadCloser, error)   { return io.NopCloser(bytes.NewReader(l.gz)), nil }
-func (l *layer) Uncompressed() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(l.raw)), nil }
+func (l *layer) Digest() (v1.Hash, error)            { return l.digest, nil }
+func (l *layer) DiffID() (v1.Hash, error)            { return l.diffID, nil }
+func (l *layer) Size() (int64, error)                { return int64(len(l.gz)), nil }
+func (l *layer) MediaType() (types.MediaType, error) { return l.mt, nil }
+func (l *layer) Compressed() (io.ReadCloser, error)  { return io.NopCloser(bytes.NewReader(l.gz)), nil }
+func (l *layer) Uncompressed() (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(l.raw)), nil
+}
 
 func hash(b []byte) v1.Hash {
 	sum := sha256.Sum256(b)

@@ -3,8 +3,8 @@ package image
 import (
 	"archive/tar"
 	"bytes"
-	"context"
 	"compress/gzip"
+	"context"
 	"io"
 	"strings"
 	"testing"
