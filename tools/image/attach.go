@@ -69,7 +69,7 @@ func (img *Image) attachments(report Report) ([]artifact, error) {
 		if err != nil {
 			return nil, err
 		}
-		doc, err := SBOM(img.server[plat], plat, img.created)
+		doc, err := SBOM(img.server.Binaries[plat], plat, img.created)
 		if err != nil {
 			return nil, err
 		}

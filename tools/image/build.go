@@ -25,6 +25,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -75,9 +76,39 @@ type Model struct {
 	Card     []byte
 }
 
-// Server is the serving binary, one static build per platform, keyed
-// "linux/amd64", "linux/arm64".
-type Server map[string][]byte
+// Server is the serving binary, one static build per platform. It keeps
+// the layers it was packed into, so that packaging many hospitals
+// compresses the binary once.
+type Server struct {
+	// Binaries are keyed by platform: "linux/amd64", "linux/arm64".
+	Binaries map[string][]byte
+
+	mu     sync.Mutex
+	layers map[string]v1.Layer
+}
+
+// NewServer wraps binaries keyed by platform.
+func NewServer(binaries map[string][]byte) *Server {
+	return &Server{Binaries: binaries, layers: map[string]v1.Layer{}}
+}
+
+// layer returns the binary of platform packed as a layer with the time t.
+func (s *Server) layer(platform string, t time.Time) (v1.Layer, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := platform + "@" + t.String()
+	if l, ok := s.layers[key]; ok {
+		return l, nil
+	}
+	l, err := newLayer(t, types.OCILayer, []file{
+		{name: strings.TrimPrefix(ServerPath, "/"), mode: 0o755, data: s.Binaries[platform]},
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.layers[key] = l
+	return l, nil
+}
 
 // Platforms are the platforms ward builds for by default.
 var Platforms = []string{"linux/amd64", "linux/arm64"}
@@ -95,7 +126,7 @@ type Image struct {
 	// ModelLayer is the model's layer, which the ModelPack manifest points
 	// at too.
 	ModelLayer v1.Layer
-	server     Server
+	server     *Server
 	created    time.Time
 	source     string
 	revision   string
@@ -123,7 +154,7 @@ func Revision(rev string) BuildOption { return func(c *buildConfig) { c.revision
 
 // Build makes the image of one hospital's model with the server. It is pure:
 // the same inputs give the same digests.
-func Build(m Model, srv Server, opts ...BuildOption) (*Image, error) {
+func Build(m Model, srv *Server, opts ...BuildOption) (*Image, error) {
 	cfg := buildConfig{created: time.Unix(0, 0).UTC()}
 	for _, o := range opts {
 		o(&cfg)
@@ -131,7 +162,7 @@ func Build(m Model, srv Server, opts ...BuildOption) (*Image, error) {
 	if err := m.check(); err != nil {
 		return nil, err
 	}
-	if len(srv) == 0 {
+	if srv == nil || len(srv.Binaries) == 0 {
 		return nil, fmt.Errorf("image %s: no serving binary", m.Hospital)
 	}
 	card := m.Card
@@ -151,14 +182,12 @@ func Build(m Model, srv Server, opts ...BuildOption) (*Image, error) {
 		server: srv, created: cfg.created, source: cfg.source, revision: cfg.revision,
 	}
 	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
-	for _, p := range slices.Sorted(maps.Keys(srv)) {
+	for _, p := range slices.Sorted(maps.Keys(srv.Binaries)) {
 		plat, err := v1.ParsePlatform(p)
 		if err != nil || plat.OS == "" || plat.Architecture == "" {
 			return nil, fmt.Errorf("image %s: platform %q: want os/arch, e.g. linux/amd64", m.Hospital, p)
 		}
-		binLayer, err := newLayer(cfg.created, types.OCILayer, []file{
-			{name: strings.TrimPrefix(ServerPath, "/"), mode: 0o755, data: srv[p]},
-		})
+		binLayer, err := srv.layer(p, cfg.created)
 		if err != nil {
 			return nil, err
 		}

@@ -23,8 +23,8 @@ func TestBuildIsReproducible(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for p, bin := range again {
-		if !bytes.Equal(bin, testServer(t)[p]) {
+	for p, bin := range again.Binaries {
+		if !bytes.Equal(bin, testServer(t).Binaries[p]) {
 			t.Fatalf("the server built twice from the same source differs for %s", p)
 		}
 	}
@@ -145,17 +145,17 @@ func checkTar(t *testing.T, l v1.Layer, names []string) {
 }
 
 func TestBuildRefusesBadInput(t *testing.T) {
-	srv := Server{"linux/amd64": []byte("x")}
+	srv := NewServer(map[string][]byte{"linux/amd64": []byte("x")})
 	for _, c := range []struct {
 		m    Model
-		srv  Server
+		srv  *Server
 		want string
 	}{
 		{Model{Version: "v1", Artifact: []byte("{}")}, srv, "the model names no hospital"},
 		{Model{Hospital: "a", Artifact: []byte("{}")}, srv, "image a: the model has no version"},
 		{Model{Hospital: "a", Version: "v1"}, srv, "image a: the model artifact is empty"},
 		{Model{Hospital: "a", Version: "v1", Artifact: []byte("{}")}, nil, "image a: no serving binary"},
-		{Model{Hospital: "a", Version: "v1", Artifact: []byte("{}")}, Server{"amd64": []byte("x")}, `platform "amd64": want os/arch`},
+		{Model{Hospital: "a", Version: "v1", Artifact: []byte("{}")}, NewServer(map[string][]byte{"amd64": []byte("x")}), `platform "amd64": want os/arch`},
 	} {
 		_, err := Build(c.m, c.srv)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -21,11 +21,11 @@ import (
 // The stand-in server of testdata/serve, built once for both platforms.
 var (
 	serverOnce sync.Once
-	serverBins Server
+	serverBins *Server
 	serverErr  error
 )
 
-func testServer(t testing.TB) Server {
+func testServer(t testing.TB) *Server {
 	t.Helper()
 	testenv.LookPath(t, "go", "golang-go")
 	serverOnce.Do(func() {

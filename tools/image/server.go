@@ -17,7 +17,7 @@ const DefaultServerPackage = "./serving/cmd/ward-serve"
 // takes, relative to dir) once per platform: static (CGO_ENABLED=0),
 // -trimpath, stripped, with an empty build id, so that the same source
 // gives the same bytes and every hospital's image shares the layer.
-func BuildServer(ctx context.Context, dir, pkg string, platforms []string) (Server, error) {
+func BuildServer(ctx context.Context, dir, pkg string, platforms []string) (*Server, error) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		return nil, fmt.Errorf("build %s: the go command is not on PATH: install Go or give prebuilt binaries (--server linux/amd64=FILE)", pkg)
@@ -27,7 +27,7 @@ func BuildServer(ctx context.Context, dir, pkg string, platforms []string) (Serv
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	srv := Server{}
+	bins := map[string][]byte{}
 	for _, p := range platforms {
 		goos, goarch, ok := strings.Cut(p, "/")
 		if !ok || goos == "" || goarch == "" {
@@ -46,14 +46,14 @@ func BuildServer(ctx context.Context, dir, pkg string, platforms []string) (Serv
 		if err != nil {
 			return nil, err
 		}
-		srv[p] = b
+		bins[p] = b
 	}
-	return srv, nil
+	return NewServer(bins), nil
 }
 
 // LoadServer reads prebuilt binaries, given as platform -> file.
-func LoadServer(files map[string]string) (Server, error) {
-	srv := Server{}
+func LoadServer(files map[string]string) (*Server, error) {
+	bins := map[string][]byte{}
 	for p, f := range files {
 		if goos, goarch, ok := strings.Cut(p, "/"); !ok || goos == "" || goarch == "" {
 			return nil, fmt.Errorf("server binary %s: platform %q: want os/arch, e.g. linux/amd64", f, p)
@@ -62,7 +62,7 @@ func LoadServer(files map[string]string) (Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("server binary for %s: %w", p, err)
 		}
-		srv[p] = b
+		bins[p] = b
 	}
-	return srv, nil
+	return NewServer(bins), nil
 }
