@@ -18,6 +18,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/wardml/ward/tools/registry"
 	"github.com/wardml/ward/tools/signing"
 )
 
@@ -288,4 +289,22 @@ func tamperingProxy(t *testing.T, host, digest string) string {
 	srv := httptest.NewServer(rp)
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// On a terminal, a push draws a progress bar that ends at 100%.
+func TestPublishProgress(t *testing.T) {
+	srv, err := registry.Start(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	tg := newTarget("in-process", srv.Host)
+	var bar strings.Builder
+	if _, err := NewPublisher(WithRemote(tg.remote()...), WithProgress(&bar)).Publish(context.Background(), tg.repo(t, "ward/p"), build(t, testModel("p", "v1", 1)), nil); err != nil {
+		t.Fatal(err)
+	}
+	out := bar.String()
+	if !strings.Contains(out, "\rp ") || !strings.Contains(out, "[==============================] 100%") || !strings.HasSuffix(out, "\n") {
+		t.Errorf("progress: %q", out)
+	}
 }
