@@ -108,20 +108,25 @@ func (img *Image) modelPack(subject v1.Descriptor) (artifact, error) {
 		return artifact{}, err
 	}
 	created := img.created
+	desc := map[string]any{
+		"createdAt":   created,
+		"family":      m.Family,
+		"name":        m.Hospital,
+		"version":     m.Version,
+		"title":       "ward model " + m.Hospital + " " + m.Version,
+		"description": fmt.Sprintf("Total-bill model of hospital %s; the model file is %s, its card %s", m.Hospital, ModelPath, CardPath),
+		"vendor":      "ward",
+	}
+	if img.source != "" {
+		desc["sourceURL"] = img.source
+	}
+	if img.revision != "" {
+		desc["revision"] = img.revision
+	}
 	cfg := map[string]any{
-		"descriptor": map[string]any{
-			"createdAt":   created,
-			"family":      m.Family,
-			"name":        m.Hospital,
-			"version":     m.Version,
-			"title":       "ward model " + m.Hospital + " " + m.Version,
-			"description": fmt.Sprintf("Total-bill model of hospital %s; the model file is %s, its card %s", m.Hospital, ModelPath, CardPath),
-			"vendor":      "ward",
-			"sourceURL":   img.source,
-			"revision":    img.revision,
-		},
-		"config":  map[string]any{"architecture": m.Family, "format": "ward-model-json"},
-		"modelfs": map[string]any{"type": "layers", "diffIds": []string{diffID.String()}},
+		"descriptor": desc,
+		"config":     map[string]any{"architecture": m.Family, "format": "ward-model-json"},
+		"modelfs":    map[string]any{"type": "layers", "diffIds": []string{diffID.String()}},
 	}
 	b, err := json.Marshal(cfg)
 	if err != nil {
@@ -201,7 +206,7 @@ func (r rawManifest) MediaType() (types.MediaType, error) { return r.mt, nil }
 // Referrers lists what is attached to ref, from the referrers API or the
 // tag-schema fallback, optionally only of one artifact type.
 func Referrers(ctx context.Context, ref name.Digest, artifactType string, opts ...remote.Option) ([]v1.Descriptor, error) {
-	opts = append(opts, remote.WithContext(ctx))
+	opts = append(slices.Clone(opts), remote.WithContext(ctx))
 	if artifactType != "" {
 		opts = append(opts, remote.WithFilter("artifactType", artifactType))
 	}

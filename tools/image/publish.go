@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -80,7 +81,7 @@ type Report map[string][]byte
 // Blobs the registry has are not sent again; run it again with the same
 // inputs and it uploads nothing.
 func (p *Publisher) Publish(ctx context.Context, repo name.Repository, img *Image, report Report) (*Published, error) {
-	opts := append([]remote.Option{remote.WithContext(ctx)}, p.remote...)
+	opts := append(slices.Clone(p.remote), remote.WithContext(ctx))
 	what := fmt.Sprintf("push %s to %s", img.Model.Hospital, repo)
 	if err := p.mountServer(repo, img, opts); err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)

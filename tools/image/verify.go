@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -40,7 +41,7 @@ type Verified struct {
 // signing.ErrUnsigned, signing.ErrWrongKey, signing.ErrMismatch and
 // ErrTampered apart.
 func Verify(ctx context.Context, ref name.Digest, pub *ecdsa.PublicKey, opts ...remote.Option) (*Verified, error) {
-	opts = append(opts, remote.WithContext(ctx))
+	opts = append(slices.Clone(opts), remote.WithContext(ctx))
 	desc, err := get(ref, opts)
 	if err != nil {
 		return nil, err

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -71,7 +72,7 @@ func SignatureTag(ref name.Digest) name.Tag {
 func Sign(ctx context.Context, ref name.Digest, key *ecdsa.PrivateKey, opts ...remote.Option) error {
 	body := Payload(ref)
 	tag := SignatureTag(ref)
-	opts = append(opts, remote.WithContext(ctx))
+	opts = append(slices.Clone(opts), remote.WithContext(ctx))
 
 	base, err := remote.Image(tag, opts...)
 	switch {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -26,7 +27,7 @@ var (
 // whose payload names exactly ref: its digest and its repository.
 func Verify(ctx context.Context, ref name.Digest, pub *ecdsa.PublicKey, opts ...remote.Option) error {
 	tag := SignatureTag(ref)
-	img, err := remote.Image(tag, append(opts, remote.WithContext(ctx))...)
+	img, err := remote.Image(tag, append(slices.Clone(opts), remote.WithContext(ctx))...)
 	if isNotFound(err) {
 		return fmt.Errorf("%s: %w: there is no %s (sign it with ward package, or cosign sign --key)", ref, ErrUnsigned, tag.TagStr())
 	}
