@@ -27,7 +27,8 @@ import (
 
 func init() {
 	var (
-		hospitals, servers   stringList
+		hospital             string
+		servers              stringList
 		all                  bool
 		model, models        string
 		card, report         string
@@ -55,8 +56,8 @@ Unchanged inputs upload nothing.`,
 ward package --all --models .ward/models --output json`,
 		Output: true,
 		Flags: func(fs *flag.FlagSet) {
-			hospitals, servers = nil, nil // the command may run more than once in a process (tests)
-			fs.Var(&hospitals, "hospital", "hospital id (repeatable)")
+			servers = nil // the command may run more than once in a process (tests)
+			fs.StringVar(&hospital, "hospital", "", "hospital id, with --model")
 			fs.BoolVar(&all, "all", false, "every hospital that has a model in --models")
 			fs.StringVar(&model, "model", "", "model artifact of the one --hospital")
 			fs.StringVar(&models, "models", "", "folder of <id>/model.json, for --all")
@@ -71,7 +72,7 @@ ward package --all --models .ward/models --output json`,
 		Run: func(ctx context.Context, app *App, _ []string) error {
 			var jobs []packageJob
 			switch {
-			case all && models != "" && model == "" && len(hospitals) == 0:
+			case all && models != "" && model == "" && hospital == "":
 				hs, err := contract.Select(app.Config.Hospitals(), nil, true)
 				if err != nil {
 					return exit.With(exit.Config, err)
@@ -87,8 +88,8 @@ ward package --all --models .ward/models --output json`,
 				if len(jobs) == 0 {
 					return exit.With(exit.Config, fmt.Errorf("--models %s: no <id>/model.json for any hospital of %s", models, app.Config.Hospitals()))
 				}
-			case len(hospitals) == 1 && model != "" && !all && models == "":
-				hs, err := contract.Select(app.Config.Hospitals(), hospitals, false)
+			case hospital != "" && model != "" && !all && models == "":
+				hs, err := contract.Select(app.Config.Hospitals(), []string{hospital}, false)
 				if err != nil {
 					return exit.With(exit.Config, err)
 				}
