@@ -18,6 +18,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 )
 
 func startServer(t *testing.T) *Server {
@@ -212,5 +213,57 @@ func TestServerReferrers(t *testing.T) {
 		if len(im.Manifests) != n || (n == 1 && im.Manifests[0].ArtifactType != "application/x.test") {
 			t.Errorf("referrers (filter %q): %+v", filter, im.Manifests)
 		}
+	}
+}
+
+// A server started again on the same folder has the same images.
+func TestServerKeepsImagesAcrossRestarts(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Start(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewClient()
+	opts := c.Remote(context.Background())
+	idx, err := random.Index(256, 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, _ := c.Repository(s.Host, "ward/keep")
+	if err := remote.WriteIndex(repo.Tag("v1"), idx, opts...); err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Delete(repo.Tag("v1"), opts...); err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteIndex(repo.Tag("v2"), idx, opts...); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	s, err = Start(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	repo, _ = c.Repository(s.Host, "ward/keep")
+	d, _ := idx.Digest()
+	got, err := remote.Index(repo.Digest(d.String()), opts...)
+	if err != nil {
+		t.Fatalf("after a restart: %v", err)
+	}
+	if err := validate.Index(got); err != nil {
+		t.Fatalf("after a restart the index's blobs are not all there: %v", err)
+	}
+	if _, err := remote.Head(repo.Tag("v2"), opts...); err != nil {
+		t.Errorf("tag v2 after a restart: %v", err)
+	}
+	if _, err := remote.Head(repo.Tag("v1"), opts...); err == nil {
+		t.Error("tag v1 was deleted, yet it is back after a restart")
+	}
+
+	os.WriteFile(filepath.Join(dir, "manifests.jsonl"), []byte("{not json\n"), 0o644)
+	if _, err := Start(dir); err == nil || !strings.Contains(err.Error(), "manifests.jsonl line 1") {
+		t.Errorf("a damaged journal: %v", err)
 	}
 }

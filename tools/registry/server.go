@@ -7,6 +7,7 @@
 package registry
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -20,6 +21,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	ggcr "github.com/google/go-containerregistry/pkg/registry"
@@ -27,17 +29,19 @@ import (
 )
 
 // Server is an OCI registry (distribution API with the OCI 1.1 referrers
-// API) on 127.0.0.1, with its blobs in a folder. Its manifests live in
-// memory: they go when the server stops.
+// API) on 127.0.0.1, with its data in a folder: blobs as files, and a
+// journal of manifest pushes and deletes that a restart replays, so that a
+// server started again on the same folder has the same images.
 type Server struct {
 	// Host is 127.0.0.1:PORT; images go to Host/REPO.
-	Host string
-	srv  *http.Server
-	done chan error
+	Host    string
+	srv     *http.Server
+	done    chan error
+	journal *os.File
 }
 
-// Start serves a registry on a free loopback port, keeping blobs in
-// dir/blobs.
+// Start serves a registry on a free loopback port, keeping its data in dir
+// (dir/blobs, dir/manifests.jsonl).
 func Start(dir string) (*Server, error) {
 	blobs := filepath.Join(dir, "blobs")
 	if err := os.MkdirAll(blobs, 0o755); err != nil {
@@ -52,10 +56,21 @@ func Start(dir string) (*Server, error) {
 		ggcr.WithReferrersSupport(true),
 		ggcr.Logger(log.New(io.Discard, "", 0)),
 	)
+	journalFile := filepath.Join(dir, "manifests.jsonl")
+	if err := replay(inner, journalFile); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	journal, err := os.OpenFile(journalFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("registry: %w", err)
+	}
 	s := &Server{
-		Host: ln.Addr().String(),
-		srv:  &http.Server{Handler: referrers{inner}, ReadHeaderTimeout: 30 * time.Second},
-		done: make(chan error, 1),
+		Host:    ln.Addr().String(),
+		srv:     &http.Server{Handler: &journaled{next: referrers{inner}, file: journal}, ReadHeaderTimeout: 30 * time.Second},
+		done:    make(chan error, 1),
+		journal: journal,
 	}
 	go func() { s.done <- s.srv.Serve(ln) }()
 	return s, nil
@@ -67,7 +82,91 @@ func (s *Server) Close() error {
 	if serr := <-s.done; !errors.Is(serr, http.ErrServerClosed) && err == nil {
 		err = serr
 	}
+	if jerr := s.journal.Close(); err == nil {
+		err = jerr
+	}
 	return err
+}
+
+// entry is one line of the manifest journal.
+type entry struct {
+	Method      string `json:"method"`
+	Path        string `json:"path"`
+	ContentType string `json:"content_type,omitempty"`
+	Body        []byte `json:"body,omitempty"`
+}
+
+// journaled records the manifest pushes and deletes that succeeded.
+type journaled struct {
+	next http.Handler
+	mu   sync.Mutex
+	file *os.File
+}
+
+func (h *journaled) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	if (r.Method != http.MethodPut && r.Method != http.MethodDelete) || len(parts) < 4 || parts[len(parts)-2] != "manifests" {
+		h.next.ServeHTTP(w, r)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	rec := &statusRecorder{ResponseWriter: w}
+	h.next.ServeHTTP(rec, r)
+	if rec.status != http.StatusCreated && rec.status != http.StatusAccepted {
+		return
+	}
+	line, _ := json.Marshal(entry{Method: r.Method, Path: r.URL.Path, ContentType: r.Header.Get("Content-Type"), Body: body})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	// The push has been answered already; a journal that cannot be written
+	// (a full disk) loses it at the next restart only, as a crash would.
+	h.file.Write(append(line, '\n'))
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+// replay applies a journal to a fresh registry, in order.
+func replay(h http.Handler, file string) error {
+	f, err := os.Open(file)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 8<<20)
+	for n := 1; sc.Scan(); n++ {
+		var e entry
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return fmt.Errorf("registry: %s line %d: %v (the journal is damaged: move it away to start empty)", file, n, err)
+		}
+		req := httptest.NewRequest(e.Method, e.Path, bytes.NewReader(e.Body))
+		req.Header.Set("Content-Type", e.ContentType)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusCreated && rec.Code != http.StatusAccepted {
+			return fmt.Errorf("registry: %s line %d: %s %s: %d %s", file, n, e.Method, e.Path, rec.Code, strings.TrimSpace(rec.Body.String()))
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("registry: %s: %w", file, err)
+	}
+	return nil
 }
 
 // referrers completes go-containerregistry's referrers API where the OCI
