@@ -2,8 +2,8 @@
 // rules (credentials from the environment or the Docker config file, plain
 // HTTP only on loopback or when allowed, retries with backoff, timeouts),
 // and Server, a real registry in this process (go-containerregistry's, with
-// blobs on disk) that `ward demo` and the tests without services use in the
-// place of the group's own. Package, deploy and the agent talk through it.
+// its data on disk) that `ward demo` and the tests without services use in
+// the place of the group's own. Package, deploy and the agent talk through it.
 package registry
 
 import (
