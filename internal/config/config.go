@@ -227,7 +227,9 @@ func Load(f *Flags, environ []string) (*Config, error) {
 	}
 	var unknown []string
 	for k, v := range env {
-		if !strings.HasPrefix(k, "WARD_") || OtherEnv[k] {
+		// WARD_TEST_* belong to the test harness (WARD_TEST_POSTGRES,
+		// WARD_TEST_COSIGN), which tools/dev/test exports to every test.
+		if !strings.HasPrefix(k, "WARD_") || strings.HasPrefix(k, "WARD_TEST_") || OtherEnv[k] {
 			continue
 		}
 		s, ok := byEnv[k]

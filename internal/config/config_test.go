@@ -147,7 +147,7 @@ func TestBadConfiguration(t *testing.T) {
 }
 
 func TestOtherWardVariablesAreNotTypos(t *testing.T) {
-	if _, err := load(t, nil, []string{"WARD_MODEL=/models/model.json", "HOME=/root"}, ""); err != nil {
+	if _, err := load(t, nil, []string{"WARD_MODEL=/models/model.json", "WARD_TEST_COSIGN=/cache/cosign", "HOME=/root"}, ""); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,0 +1,163 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wardml/ward/internal/testenv"
+	"github.com/wardml/ward/tools/signing"
+)
+
+// The image runs in a real OCI runtime and answers with its baked-in
+// model: skopeo copies it from the registry to an OCI layout, umoci
+// unpacks it into a bundle, runc runs it (in the host's network
+// namespace), and a request to /v1/predict gets the model's answer.
+func TestImageRunsInRunc(t *testing.T) {
+	if runtime.GOOS != "linux" || (runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64") {
+		t.Skipf("the image is for linux/amd64 and linux/arm64, not %s/%s", runtime.GOOS, runtime.GOARCH)
+	}
+	skopeo := testenv.LookPath(t, "skopeo", "skopeo")
+	umoci := testenv.LookPath(t, "umoci", "umoci")
+	runc := testenv.LookPath(t, "runc", "runc", "/usr/sbin")
+	testenv.Require(t, os.Geteuid() == 0, "runc needs root to create the container (run the tests as root, as CI does)")
+
+	reg := testenv.StartRegistry(t)
+	tg := newTarget("docker-registry", reg.Host)
+	ctx := context.Background()
+	res, err := NewPublisher(WithRemote(tg.remote()...)).Publish(ctx, tg.repo(t, "ward/st-olaf"), build(t, testModel("st-olaf", "2026-11-30.1", 4321.5)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	layout, bundle := filepath.Join(dir, "oci"), filepath.Join(dir, "bundle")
+	run(t, skopeo, "copy", "--src-tls-verify=false", "--override-os", "linux", "--override-arch", runtime.GOARCH,
+		"docker://"+res.Ref.String(), "oci:"+layout+":serve")
+	run(t, umoci, "unpack", "--image", layout+":serve", bundle)
+
+	port := testenv.FreePort(t)
+	configureBundle(t, filepath.Join(bundle, "config.json"), port)
+
+	id := fmt.Sprintf("ward-test-%d", os.Getpid())
+	var out bytes.Buffer
+	cmd := exec.Command(runc, "run", "--bundle", bundle, id)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		exec.Command(runc, "kill", id, "KILL").Run()
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+		}
+		exec.Command(runc, "delete", "--force", id).Run()
+	})
+
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	if err := testenv.WaitTCP(addr, 30*time.Second, exited); err != nil {
+		t.Fatalf("the container does not listen on %s: %v\n%s", addr, err, out.String())
+	}
+	resp, err := http.Post("http://"+addr+"/v1/predict", "application/json", strings.NewReader(`{"age": 54}`))
+	if err != nil {
+		t.Fatalf("POST /v1/predict: %v\n%s", err, out.String())
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var got struct {
+		Hospital   string  `json:"hospital"`
+		Version    string  `json:"model_version"`
+		Prediction float64 `json:"prediction"`
+	}
+	if err := json.Unmarshal(body, &got); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /v1/predict: %s %s: %v", resp.Status, body, err)
+	}
+	if got.Hospital != "st-olaf" || got.Version != "2026-11-30.1" || got.Prediction != 4321.5 {
+		t.Errorf("the container answered %+v, want the baked-in model st-olaf 2026-11-30.1 (4321.5)", got)
+	}
+}
+
+// configureBundle runs the container in the host's network namespace, on
+// port, without a terminal, as umoci set it up from the image's config
+// (user 65532, /ward/serve, WARD_MODEL).
+func configureBundle(t *testing.T, file string, port int) {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spec map[string]any
+	if err := json.Unmarshal(b, &spec); err != nil {
+		t.Fatal(err)
+	}
+	proc := spec["process"].(map[string]any)
+	proc["terminal"] = false
+	if user := proc["user"].(map[string]any); fmt.Sprint(user["uid"]) != "65532" {
+		t.Errorf("the image runs as uid %v, want 65532", user["uid"])
+	}
+	proc["env"] = append(proc["env"].([]any), "PORT="+strconv.Itoa(port))
+	linux := spec["linux"].(map[string]any)
+	var ns []any
+	for _, n := range linux["namespaces"].([]any) {
+		if n.(map[string]any)["type"] != "network" {
+			ns = append(ns, n)
+		}
+	}
+	linux["namespaces"] = ns
+	b, _ = json.MarshalIndent(spec, "", "  ")
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func run(t *testing.T, prog string, args ...string) {
+	t.Helper()
+	out, err := exec.Command(prog, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", filepath.Base(prog), strings.Join(args, " "), err, out)
+	}
+}
+
+// The real cosign accepts the signatures of a published image: the index
+// and each platform's manifest.
+func TestCosignVerifiesPublishedImage(t *testing.T) {
+	bin := os.Getenv("WARD_TEST_COSIGN")
+	testenv.Require(t, bin != "", "WARD_TEST_COSIGN is not set (tools/dev/test builds cosign under CI=true)")
+	eachRegistry(t, func(t *testing.T, tg target) {
+		key := testKey(t)
+		dir := t.TempDir()
+		pub, _ := signing.MarshalPublicKey(&key.PublicKey)
+		os.WriteFile(filepath.Join(dir, "ward.pub"), pub, 0o644)
+		res, err := NewPublisher(WithRemote(tg.remote()...), WithSigner(key)).Publish(context.Background(), tg.repo(t, "ward/st-olaf"), build(t, testModel("st-olaf", "v1", 1)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		refs := []string{res.Ref.String()}
+		for _, d := range res.Platforms {
+			refs = append(refs, res.Ref.Context().Digest(d.String()).String())
+		}
+		for _, ref := range refs {
+			cmd := exec.Command(bin, "verify", "--key", "ward.pub", "--insecure-ignore-tlog", "--allow-http-registry", "--allow-insecure-registry", ref)
+			cmd.Dir = dir
+			cmd.Env = append(os.Environ(), "HOME="+dir, "TUF_ROOT="+filepath.Join(dir, "tuf"))
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("cosign verify %s: %v\n%s", ref, err, out)
+			}
+		}
+	})
+}

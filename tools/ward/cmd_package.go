@@ -1,0 +1,354 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wardml/ward/internal/contract"
+	"github.com/wardml/ward/internal/exit"
+	"github.com/wardml/ward/internal/logging"
+	"github.com/wardml/ward/internal/version"
+	"github.com/wardml/ward/tools/image"
+	"github.com/wardml/ward/tools/registry"
+	"github.com/wardml/ward/tools/signing"
+)
+
+func init() {
+	var (
+		hospital             string
+		servers              stringList
+		all                  bool
+		model, models        string
+		card, report         string
+		serverPkg, platforms string
+		sourceURL, revision  string
+	)
+	register(&Command{
+		Name:    "package",
+		Summary: "Build, push and sign each hospital's model image",
+		Usage:   "package (--hospital ID --model FILE | --all --models DIR) [--server PLATFORM=FILE ...] [--output json]",
+		Help: `Builds one OCI image per hospital without Docker: the serving binary
+(linux/amd64 and linux/arm64, built from --server-package unless --server
+gives prebuilt ones) and the model under /models/, on an empty base. Pushes
+it to WARD_REGISTRY/<the contract's image.repository>, tagged with the model
+version, signs the index and each platform in cosign's format with
+WARD_SIGNING_KEY, and attaches an SPDX SBOM of the server, a ModelPack
+manifest of the model and the training report. Prints one line per
+hospital, REF@sha256:DIGEST: deploys use the digest.
+
+A model folder holds model.json, optionally MODEL_CARD.md and a report/
+folder (HTML, PNG, JSON); --all --models DIR reads DIR/<id>/. Digests are
+reproducible: times come from SOURCE_DATE_EPOCH, else the last commit.
+Unchanged inputs upload nothing.`,
+		Example: `ward package --hospital st-olaf --model .ward/models/st-olaf/model.json
+ward package --all --models .ward/models --output json`,
+		Output: true,
+		Flags: func(fs *flag.FlagSet) {
+			servers = nil // the command may run more than once in a process (tests)
+			fs.StringVar(&hospital, "hospital", "", "hospital id, with --model")
+			fs.BoolVar(&all, "all", false, "every hospital that has a model in --models")
+			fs.StringVar(&model, "model", "", "model artifact of the one --hospital")
+			fs.StringVar(&models, "models", "", "folder of <id>/model.json, for --all")
+			fs.StringVar(&card, "card", "", "model card (Markdown); default MODEL_CARD.md beside the model, else one made from it")
+			fs.StringVar(&report, "report", "", "training report folder to attach; default report/ beside the model")
+			fs.Var(&servers, "server", "prebuilt serving binary, PLATFORM=FILE (repeatable)")
+			fs.StringVar(&serverPkg, "server-package", image.DefaultServerPackage, "Go main package of the server to build")
+			fs.StringVar(&platforms, "platform", strings.Join(image.Platforms, ","), "platforms to build the server for")
+			fs.StringVar(&sourceURL, "source", "", "source URL to record (default from GITHUB_SERVER_URL/GITHUB_REPOSITORY)")
+			fs.StringVar(&revision, "revision", "", "source revision to record (default GITHUB_SHA, else git rev-parse HEAD)")
+		},
+		Run: func(ctx context.Context, app *App, _ []string) error {
+			var jobs []packageJob
+			switch {
+			case all && models != "" && model == "" && hospital == "":
+				hs, err := contract.Select(app.Config.Hospitals(), nil, true)
+				if err != nil {
+					return exit.With(exit.Config, err)
+				}
+				for _, h := range hs {
+					f := filepath.Join(models, h.ID, "model.json")
+					if _, err := os.Stat(f); err != nil {
+						app.Log.Warn("no model to package", "hospital", h.ID, "file.path", f)
+						continue
+					}
+					jobs = append(jobs, packageJob{hospital: h, model: f})
+				}
+				if len(jobs) == 0 {
+					return exit.With(exit.Config, fmt.Errorf("--models %s: no <id>/model.json for any hospital of %s", models, app.Config.Hospitals()))
+				}
+			case hospital != "" && model != "" && !all && models == "":
+				hs, err := contract.Select(app.Config.Hospitals(), []string{hospital}, false)
+				if err != nil {
+					return exit.With(exit.Config, err)
+				}
+				jobs = []packageJob{{hospital: hs[0], model: model, card: card, report: report}}
+			default:
+				return exit.With(exit.Config, errors.New("give --hospital ID --model FILE, or --all --models DIR"))
+			}
+
+			client, err := registry.FromConfig(app.Config)
+			if err != nil {
+				return exit.With(exit.Config, err)
+			}
+			key, err := signingKey(app)
+			if err != nil {
+				return exit.With(exit.Config, err)
+			}
+			for _, j := range jobs {
+				if _, err := client.Repository(app.Config.Registry(), j.hospital.Image.Repository); err != nil {
+					return exit.With(exit.Config, err)
+				}
+			}
+			srv, err := serverBinaries(ctx, app, servers, serverPkg, platforms)
+			if err != nil {
+				return exit.With(exit.Config, err)
+			}
+			opts := []image.BuildOption{image.Created(sourceTime(ctx, app.Log))}
+			if s := sourceOf(sourceURL); s != "" {
+				opts = append(opts, image.Source(s))
+			}
+			if r := revisionOf(ctx, revision); r != "" {
+				opts = append(opts, image.Revision(r))
+			}
+			pubOpts := []image.PublishOption{image.WithRemote(client.Remote(ctx)...), image.WithSigner(key)}
+			if logging.IsTerminal(app.Stderr) && !app.JSON() {
+				pubOpts = append(pubOpts, image.WithProgress(app.Stderr))
+			}
+			pub := image.NewPublisher(pubOpts...)
+
+			var results []packageResult
+			failed := 0
+			start := time.Now()
+			for _, j := range jobs {
+				r, err := j.run(ctx, app, client, pub, srv, opts)
+				if err != nil {
+					failed++
+					app.Log.Error("package failed", "hospital", j.hospital.ID, "error", err.Error(), "event.outcome", "failure")
+					results = append(results, packageResult{Hospital: j.hospital.ID, Error: err.Error()})
+					continue
+				}
+				app.Log.Info("packaged", "hospital", r.Hospital, "version", r.Version, "image", r.Image, "event.outcome", "success")
+				results = append(results, r)
+			}
+			app.Log.Info("package done", "images", len(jobs)-failed, "failed", failed, "event.duration", time.Since(start).Nanoseconds())
+			perr := app.Print(results, func(w io.Writer) {
+				for _, r := range results {
+					if r.Error == "" {
+						fmt.Fprintln(w, r.Image)
+					}
+				}
+			})
+			if failed > 0 {
+				return fmt.Errorf("%d of %d hospitals failed to package (the others were pushed)", failed, len(jobs))
+			}
+			return perr
+		},
+	})
+}
+
+type packageJob struct {
+	hospital            *contract.Hospital
+	model, card, report string
+}
+
+type packageResult struct {
+	Hospital  string            `json:"hospital"`
+	Version   string            `json:"version,omitempty"`
+	Image     string            `json:"image,omitempty"`
+	Tag       string            `json:"tag,omitempty"`
+	Platforms map[string]string `json:"platforms,omitempty"`
+	Attached  []string          `json:"attached,omitempty"`
+	Error     string            `json:"error,omitempty"`
+}
+
+func (j packageJob) run(ctx context.Context, app *App, client *registry.Client, pub *image.Publisher, srv *image.Server, opts []image.BuildOption) (packageResult, error) {
+	m, err := readModel(j.model)
+	if err != nil {
+		return packageResult{}, err
+	}
+	if m.Hospital != j.hospital.ID {
+		return packageResult{}, fmt.Errorf("model %s is for hospital %q, not %q", j.model, m.Hospital, j.hospital.ID)
+	}
+	dir := filepath.Dir(j.model)
+	cardFile := j.card
+	if cardFile == "" {
+		cardFile = filepath.Join(dir, "MODEL_CARD.md")
+	}
+	if b, err := os.ReadFile(cardFile); err == nil {
+		m.Card = b
+	} else if j.card != "" {
+		return packageResult{}, fmt.Errorf("model card: %w", err)
+	}
+	reportDir := j.report
+	if reportDir == "" {
+		reportDir = filepath.Join(dir, "report")
+	}
+	rep, err := readReport(reportDir, j.report != "")
+	if err != nil {
+		return packageResult{}, err
+	}
+	img, err := image.Build(m, srv, opts...)
+	if err != nil {
+		return packageResult{}, err
+	}
+	repo, err := client.Repository(app.Config.Registry(), j.hospital.Image.Repository)
+	if err != nil {
+		return packageResult{}, err
+	}
+	res, err := pub.Publish(ctx, repo, img, rep)
+	if err != nil {
+		return packageResult{}, err
+	}
+	out := packageResult{Hospital: m.Hospital, Version: m.Version, Image: res.Ref.String(), Tag: res.Tag.String(), Platforms: map[string]string{}}
+	for p, d := range res.Platforms {
+		out.Platforms[p] = d.String()
+	}
+	for _, a := range res.Attached {
+		out.Attached = append(out.Attached, a.ArtifactType+" "+a.Digest.String())
+	}
+	return out, nil
+}
+
+// readModel reads what the image needs from a model artifact: hospital,
+// version, family and the validation metrics.
+// TODO(lead): switch to models.Decode once models/ has landed, so that a
+// bad artifact is refused before it is packaged.
+func readModel(file string) (image.Model, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return image.Model{}, fmt.Errorf("model: %w", err)
+	}
+	var a struct {
+		Hospital string                                `json:"hospital"`
+		Version  string                                `json:"version"`
+		Family   string                                `json:"family"`
+		Metrics  map[string]map[string]json.RawMessage `json:"metrics"`
+	}
+	if err := json.Unmarshal(b, &a); err != nil {
+		return image.Model{}, fmt.Errorf("model %s: not a model artifact: %v", file, err)
+	}
+	if a.Hospital == "" || a.Version == "" {
+		return image.Model{}, fmt.Errorf("model %s: no hospital or version: not a model artifact", file)
+	}
+	m := image.Model{Hospital: a.Hospital, Version: a.Version, Family: a.Family, Artifact: b, Metrics: map[string]float64{}}
+	for k, raw := range a.Metrics["validation"] {
+		if f, err := strconv.ParseFloat(string(raw), 64); err == nil {
+			m.Metrics[k] = f
+		}
+	}
+	return m, nil
+}
+
+// readReport reads the report files of dir (not its subfolders); a missing
+// folder is no report, unless it was asked for.
+func readReport(dir string, required bool) (image.Report, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) && !required {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("report: %w", err)
+	}
+	rep := image.Report{}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("report: %w", err)
+		}
+		rep[e.Name()] = b
+	}
+	return rep, nil
+}
+
+// signingKey reads WARD_SIGNING_KEY: ward signs every image it pushes.
+func signingKey(app *App) (*ecdsa.PrivateKey, error) {
+	file := app.Config.Get("signing_key")
+	if file == "" {
+		return nil, errors.New("no signing key: set WARD_SIGNING_KEY (make one with ward keys generate --out DIR)")
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("signing key: %w", err)
+	}
+	key, err := signing.ParsePrivateKey(b, signingPassword(app))
+	if err != nil {
+		return nil, fmt.Errorf("signing key %s: %w", file, err)
+	}
+	return key, nil
+}
+
+func serverBinaries(ctx context.Context, app *App, files stringList, pkg, platforms string) (*image.Server, error) {
+	if len(files) > 0 {
+		m := map[string]string{}
+		for _, f := range files {
+			p, file, ok := strings.Cut(f, "=")
+			if !ok {
+				return nil, fmt.Errorf("--server %q: want PLATFORM=FILE, e.g. linux/amd64=dist/ward-serve", f)
+			}
+			m[p] = file
+		}
+		return image.LoadServer(m)
+	}
+	app.Log.Info("building the server", "package", pkg, "platforms", platforms)
+	return image.BuildServer(ctx, ".", pkg, strings.Split(platforms, ","))
+}
+
+// sourceTime is the time recorded in images: SOURCE_DATE_EPOCH, else the
+// time of the last commit, else the Unix epoch; never the clock, so that
+// the same inputs give the same digests.
+func sourceTime(ctx context.Context, log *slog.Logger) time.Time {
+	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
+		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+			return time.Unix(n, 0).UTC()
+		}
+		log.Warn("SOURCE_DATE_EPOCH is not a number of seconds; using the commit time", "value", s)
+	}
+	if out, err := exec.CommandContext(ctx, "git", "log", "-1", "--format=%ct").Output(); err == nil {
+		if n, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64); err == nil {
+			return time.Unix(n, 0).UTC()
+		}
+	}
+	log.Warn("no SOURCE_DATE_EPOCH and no git commit: images record 1970-01-01")
+	return time.Unix(0, 0).UTC()
+}
+
+func sourceOf(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if s, r := os.Getenv("GITHUB_SERVER_URL"), os.Getenv("GITHUB_REPOSITORY"); s != "" && r != "" {
+		return s + "/" + r
+	}
+	return ""
+}
+
+func revisionOf(ctx context.Context, flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if s := os.Getenv("GITHUB_SHA"); s != "" {
+		return s
+	}
+	if out, err := exec.CommandContext(ctx, "git", "rev-parse", "HEAD").Output(); err == nil {
+		return strings.TrimSpace(string(out))
+	}
+	if c := version.Get().Commit; c != "unknown" {
+		return c
+	}
+	return ""
+}

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/wardml/ward/internal/testenv"
+	"github.com/wardml/ward/tools/image"
+	"github.com/wardml/ward/tools/registry"
+)
+
+// wardRun runs the CLI in-process with env on top of the test's own.
+func wardRun(t *testing.T, env []string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), args, &out, &errb, append(os.Environ(), env...))
+	return code, out.String(), errb.String()
+}
+
+var (
+	serveOnce sync.Once
+	serveBins *image.Server
+	serveErr  error
+)
+
+// serverFlags builds the stand-in server of tools/image/testdata once and
+// gives it to ward package as prebuilt binaries.
+func serverFlags(t *testing.T) []string {
+	t.Helper()
+	testenv.LookPath(t, "go", "golang-go")
+	serveOnce.Do(func() {
+		serveBins, serveErr = image.BuildServer(context.Background(), "../image", "./testdata/serve", image.Platforms)
+	})
+	if serveErr != nil {
+		t.Fatal(serveErr)
+	}
+	dir := t.TempDir()
+	var flags []string
+	for p, b := range serveBins.Binaries {
+		f := filepath.Join(dir, strings.ReplaceAll(p, "/", "-"))
+		if err := os.WriteFile(f, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		flags = append(flags, "--server", p+"="+f)
+	}
+	return flags
+}
+
+func writeModel(t *testing.T, dir, hospital, version string) string {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(dir, "report"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	art, _ := json.Marshal(map[string]any{"format_version": 1, "hospital": hospital, "version": version, "family": "ridge", "intercept": 10.5,
+		"metrics": map[string]any{"validation": map[string]any{"count": 120, "mae": 640.25, "rmse": 990, "under_rate": 0.18}}})
+	f := filepath.Join(dir, "model.json")
+	os.WriteFile(f, art, 0o644)
+	os.WriteFile(filepath.Join(dir, "report", "report.html"), []byte("<h1>report</h1>"), 0o644)
+	return f
+}
+
+func TestPackageAndVerifyCommands(t *testing.T) {
+	srv, err := registry.Start(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	work := t.TempDir()
+	hospitals := filepath.Join(work, "hospitals")
+	for _, id := range []string{"st-olaf", "sparcs"} {
+		b, err := os.ReadFile(filepath.Join("../../internal/contract/testdata", id, "hospital.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(filepath.Join(hospitals, id), 0o755)
+		os.WriteFile(filepath.Join(hospitals, id, "hospital.yaml"), b, 0o644)
+	}
+	keys := filepath.Join(work, "keys")
+	env := []string{"WARD_HOSPITALS=" + hospitals, "WARD_REGISTRY=" + srv.Host + "/group", "WARD_SIGNING_PASSWORD=pw",
+		"WARD_SIGNING_KEY=" + filepath.Join(keys, "ward.key"), "SOURCE_DATE_EPOCH=1764504000", "WARD_LOG_FORMAT=json"}
+
+	if code, out, errs := wardRun(t, env[:3], "keys", "generate", "--out", keys); code != 0 || !strings.Contains(out, "(encrypted)") {
+		t.Fatalf("keys generate: %d\n%s%s", code, out, errs)
+	}
+	if st, err := os.Stat(filepath.Join(keys, "ward.key")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("ward.key: %v %v", st, err)
+	}
+	if code, _, errs := wardRun(t, env[:3], "keys", "generate", "--out", keys); code != 2 || !strings.Contains(errs, "exists: pass --force") {
+		t.Errorf("keys generate over existing keys: %d %s", code, errs)
+	}
+
+	models := filepath.Join(work, "models")
+	model := writeModel(t, filepath.Join(models, "st-olaf"), "st-olaf", "2026-11-30.1")
+	args := append([]string{"package", "--hospital", "st-olaf", "--model", model}, serverFlags(t)...)
+	code, out, errs := wardRun(t, env, args...)
+	if code != 0 {
+		t.Fatalf("package: exit %d\n%s", code, errs)
+	}
+	line := regexp.MustCompile(`^` + regexp.QuoteMeta(srv.Host) + `/group/ward/st-olaf@sha256:[0-9a-f]{64}\n$`)
+	if !line.MatchString(out) {
+		t.Fatalf("package printed %q, want one REF@sha256:DIGEST line", out)
+	}
+	ref := strings.TrimSpace(out)
+	if code, again, _ := wardRun(t, env, args...); code != 0 || again != out {
+		t.Errorf("package again: %d %q, want the same digest %q", code, again, out)
+	}
+
+	pub := filepath.Join(keys, "ward.pub")
+	if code, out, errs := wardRun(t, env, "verify", ref, "--key", pub); code != 0 || !strings.Contains(out, "hospital st-olaf, model 2026-11-30.1 (ridge)") {
+		t.Errorf("verify: %d\n%s%s", code, out, errs)
+	}
+	if code, out, errs := wardRun(t, env, "verify", ref, "--key", pub, "--output", "json"); code != 0 || !strings.Contains(out, `"mae": 640.25`) {
+		t.Errorf("verify --output json: %d\n%s%s", code, out, errs)
+	}
+
+	other := filepath.Join(work, "other")
+	wardRun(t, nil, "keys", "generate", "--out", other)
+	if code, _, errs := wardRun(t, env, "verify", ref, "--key", filepath.Join(other, "ward.pub")); code != 1 || !strings.Contains(errs, "not signed by this key") {
+		t.Errorf("verify with another key: %d %s", code, errs)
+	}
+	if code, _, errs := wardRun(t, env, "verify", srv.Host+"/group/ward/st-olaf:2026-11-30.1", "--key", pub); code != 2 || !strings.Contains(errs, "is not pinned by digest") {
+		t.Errorf("verify by tag: %d %s", code, errs)
+	}
+
+	// --all: sparcs's model names another hospital; st-olaf still goes
+	// through, and the command fails.
+	writeModel(t, filepath.Join(models, "sparcs"), "st-olaf", "v9")
+	code, out, errs = wardRun(t, env, append([]string{"package", "--all", "--models", models, "--output", "json"}, serverFlags(t)...)...)
+	if code != 1 || !strings.Contains(errs, `model `+filepath.Join(models, "sparcs", "model.json")+` is for hospital \"st-olaf\", not \"sparcs\"`) {
+		t.Errorf("package --all with a wrong model: exit %d\n%s", code, errs)
+	}
+	var results []struct{ Hospital, Image, Error string }
+	if err := json.Unmarshal([]byte(out), &results); err != nil || len(results) != 2 || results[1].Image != ref {
+		t.Errorf("package --all --output json: %s (%v)", out, err)
+	}
+}
+
+func TestPackageRefusesBadSetup(t *testing.T) {
+	work := t.TempDir()
+	os.MkdirAll(filepath.Join(work, "hospitals", "st-olaf"), 0o755)
+	b, _ := os.ReadFile("../../internal/contract/testdata/st-olaf/hospital.yaml")
+	os.WriteFile(filepath.Join(work, "hospitals", "st-olaf", "hospital.yaml"), b, 0o644)
+	model := writeModel(t, filepath.Join(work, "m"), "st-olaf", "v1")
+	env := []string{"WARD_HOSPITALS=" + filepath.Join(work, "hospitals"), "WARD_REGISTRY=127.0.0.1:1"}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"package", "--model", model}, "give --hospital ID --model FILE, or --all --models DIR"},
+		{[]string{"package", "--hospital", "nowhere", "--model", model}, `hospital "nowhere": no nowhere/hospital.yaml`},
+		{[]string{"package", "--hospital", "st-olaf", "--model", model}, "no signing key: set WARD_SIGNING_KEY"},
+	} {
+		code, _, errs := wardRun(t, env, c.args...)
+		if code != 2 || !strings.Contains(errs, c.want) {
+			t.Errorf("%v: exit %d %s, want 2 and %q", c.args, code, errs, c.want)
+		}
+	}
+}
