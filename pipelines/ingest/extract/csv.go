@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"unicode/utf8"
 
 	"github.com/wardml/ward/models"
@@ -21,7 +22,8 @@ type decoder interface {
 	next() (rowErr error, err error)
 	// parse reads the file's column i of the current row as column c.
 	parse(i int, c *models.Column) (models.Value, *models.FieldError)
-	// raw is the current row's cells as text, for the rejected-rows file.
+	// raw is the current row's cells as text, for the rejected-rows file;
+	// the caller may keep it.
 	raw() []string
 	// line is the current row's first line in the file (0 if none).
 	line() int64
@@ -120,7 +122,7 @@ func (d *csvDecoder) parse(i int, c *models.Column) (models.Value, *models.Field
 	return c.ParseText(d.rec[i])
 }
 
-func (d *csvDecoder) raw() []string { return d.rec }
+func (d *csvDecoder) raw() []string { return slices.Clone(d.rec) }
 
 func (d *csvDecoder) line() int64 { return d.ln }
 

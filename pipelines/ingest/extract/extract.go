@@ -101,8 +101,6 @@ type Extractor struct {
 	keyCols []int
 	timeCol int
 	newest  float64
-	slab    []models.Value
-	undo    []models.Value
 	rej     *rejectWriter
 }
 
@@ -222,67 +220,136 @@ func (x *Extractor) run(yield func([]models.Value, error) bool) error {
 		x.rej = newRejectWriter(x.cfg.rejects, hdr)
 	}
 	x.keys = map[[2]uint64]int64{}
-	cols := x.t.Columns
+
+	// Reading and parsing cells (the bulk of the work) runs in a goroutine
+	// of its own, a batch ahead of the checks that need file order (keys)
+	// and of the loader: two stages, on two cores.
+	batches := make(chan batch, 4)
+	done := make(chan struct{})
+	go parse(dec, idx, x.t.Columns, batches, done)
+	defer func() {
+		close(done)
+		for range batches {
+		}
+	}()
 	var reasons []string
-	for {
-		rowErr, err := dec.next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return x.fatal(err)
-		}
-		x.rep.Rows++
-		rowNum, line := x.rep.Rows, dec.line()
-		row := x.alloc(len(cols))
-		reasons = reasons[:0]
-		if rowErr != nil {
-			reasons = append(reasons, x.fail(Failure{Row: rowNum, Line: line, Reason: rowErr.Error()}))
-		} else {
-			for j := range cols {
-				v, ferr := dec.parse(idx[j], &cols[j])
-				if ferr != nil {
-					reasons = append(reasons, x.fail(Failure{Row: rowNum, Line: line, Column: ferr.Column, Value: ferr.Value, Reason: ferr.Reason}))
-				}
-				row[j] = v
+	for b := range batches {
+		for i := range b.rows {
+			p := &b.rows[i]
+			x.rep.Rows++
+			rowNum := x.rep.Rows
+			reasons = reasons[:0]
+			for _, f := range p.fails {
+				f.Row = rowNum
+				reasons = append(reasons, x.fail(f))
 			}
 			if len(reasons) == 0 {
-				if f := x.checkKey(row, rowNum, line); f != nil {
+				if f := x.checkKey(p.row, rowNum, p.line); f != nil {
 					reasons = append(reasons, x.fail(*f))
+					p.raw = fileOrder(p.row, idx, len(hdr), x.t.Columns)
 				}
 			}
-		}
-		if len(reasons) > 0 {
-			x.rep.Rejected++
-			x.slab = x.undo // the rejected row's values are free again
-			if x.rej != nil {
-				if err := x.rej.write(dec.raw(), rowNum, reasons); err != nil {
-					return fmt.Errorf("rejected rows: %w", err)
+			if len(reasons) > 0 {
+				x.rep.Rejected++
+				if x.rej != nil {
+					if err := x.rej.write(p.raw, rowNum, reasons); err != nil {
+						return fmt.Errorf("rejected rows: %w", err)
+					}
 				}
+				continue
 			}
-			continue
+			if x.timeCol >= 0 && !p.row[x.timeCol].Null && (x.rep.Good == 0 || p.row[x.timeCol].Num > x.newest) {
+				x.newest = p.row[x.timeCol].Num
+			}
+			x.rep.Good++
+			if !yield(p.row, nil) {
+				return errStopped
+			}
 		}
-		if x.timeCol >= 0 && !row[x.timeCol].Null && (x.rep.Good == 0 || row[x.timeCol].Num > x.newest) {
-			x.newest = row[x.timeCol].Num
+		if b.err == io.EOF {
+			break
 		}
-		x.rep.Good++
-		if !yield(row, nil) {
-			return errStopped
+		if b.err != nil {
+			return x.fatal(b.err)
 		}
 	}
 	return x.fileChecks()
 }
 
-// alloc returns a row of n values, carved from a shared slab so that a
-// million rows do not cost a million allocations.
-func (x *Extractor) alloc(n int) []models.Value {
-	if len(x.slab) < n {
-		x.slab = make([]models.Value, n*256)
+// parsed is one row as the parse stage leaves it.
+type parsed struct {
+	row   []models.Value
+	fails []Failure
+	// raw keeps the file's cells of a row that failed, for the rejected
+	// rows file.
+	raw  []string
+	line int64
+}
+
+// fileOrder puts a parsed row back in the file's column order, as text:
+// the cells of a row rejected after parsing (a duplicate key), whose
+// original text the parse stage no longer holds.
+func fileOrder(row []models.Value, idx []int, n int, cols []models.Column) []string {
+	out := make([]string, n)
+	for j, i := range idx {
+		out[i] = row[j].Format(cols[j].Type)
 	}
-	x.undo = x.slab
-	row := x.slab[:n:n]
-	x.slab = x.slab[n:]
-	return row
+	return out
+}
+
+// batch is a run of parsed rows; err (io.EOF at the end) follows them.
+type batch struct {
+	rows []parsed
+	err  error
+}
+
+const batchRows = 256
+
+// parse is the first stage: it reads rows and parses their cells until the
+// file ends, fails, or done is closed.
+func parse(dec decoder, idx []int, cols []models.Column, out chan<- batch, done <-chan struct{}) {
+	defer close(out)
+	var slab []models.Value
+	for {
+		b := batch{rows: make([]parsed, 0, batchRows)}
+		for len(b.rows) < batchRows {
+			rowErr, err := dec.next()
+			if err != nil {
+				b.err = err
+				break
+			}
+			// Rows are carved from a shared slab, so that a million rows
+			// do not cost a million allocations; each stays the loader's.
+			if len(slab) < len(cols) {
+				slab = make([]models.Value, len(cols)*batchRows)
+			}
+			p := parsed{row: slab[:len(cols):len(cols)], line: dec.line()}
+			slab = slab[len(cols):]
+			if rowErr != nil {
+				p.fails = append(p.fails, Failure{Line: p.line, Reason: rowErr.Error()})
+			} else {
+				for j := range cols {
+					v, ferr := dec.parse(idx[j], &cols[j])
+					if ferr != nil {
+						p.fails = append(p.fails, Failure{Line: p.line, Column: ferr.Column, Value: ferr.Value, Reason: ferr.Reason})
+					}
+					p.row[j] = v
+				}
+			}
+			if len(p.fails) > 0 {
+				p.raw = dec.raw()
+			}
+			b.rows = append(b.rows, p)
+		}
+		select {
+		case out <- b:
+		case <-done:
+			return
+		}
+		if b.err != nil {
+			return
+		}
+	}
 }
 
 // fatal classifies an error that stops the file: what comes from the

@@ -14,6 +14,7 @@
 package staging
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -120,7 +121,12 @@ func (s *Store) Put(ctx context.Context, r io.Reader, m Meta) (*Entry, error) {
 	stop := context.AfterFunc(ctx, func() { tmp.Close() })
 	defer stop()
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), r)
+	// Large writes: an SFTP download arrives in 32 KiB pieces.
+	buf := bufio.NewWriterSize(tmp, 1<<20)
+	n, err := io.Copy(io.MultiWriter(buf, h), r)
+	if err == nil {
+		err = buf.Flush()
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			err = ctx.Err()
