@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"unicode/utf8"
 
 	"github.com/wardml/ward/models"
 )
@@ -145,8 +144,6 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	l.n += int64(n)
 	return n, err
 }
-
-func validUTF8(s string) bool { return utf8.ValidString(s) }
 
 func byteCount(n int) string {
 	switch {

@@ -38,6 +38,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/wardml/ward/internal/contract"
 	"github.com/wardml/ward/models"
@@ -105,13 +106,20 @@ type Extractor struct {
 }
 
 // New prepares to read r, the plaintext of the file name of hospital h,
-// as table t.
+// as table t (nil: the table whose pattern matches name).
 func New(r io.Reader, h *contract.Hospital, t *contract.Table, name string, opts ...Option) *Extractor {
+	if t == nil {
+		t = h.TableFor(name)
+	}
 	x := &Extractor{r: r, h: h, t: t, cfg: config{maxLine: DefaultMaxLineBytes, maxParquet: DefaultMaxParquetBytes}, timeCol: -1}
 	for _, o := range opts {
 		o(&x.cfg)
 	}
-	x.rep = Report{Hospital: h.ID, File: name, Table: t.Name, Format: formatOf(t, name), Failures: []Failure{}}
+	x.rep = Report{Hospital: h.ID, File: name, Failures: []Failure{}}
+	if t == nil {
+		return x
+	}
+	x.rep.Table, x.rep.Format = t.Name, formatOf(t, name)
 	for _, k := range t.Key {
 		for j := range t.Columns {
 			if t.Columns[j].Name == k {
@@ -169,7 +177,7 @@ func (x *Extractor) Rows() iter.Seq2[[]models.Value, error] {
 		x.used = true
 		err := x.run(yield)
 		if err == errStopped {
-			x.rep.Verdict, x.rep.Reason = Quarantined, "the loader stopped reading before the end of the file"
+			x.rep.Verdict, x.rep.Reason = Failed, "the loader stopped reading before the end of the file"
 			return
 		}
 		if err == nil && x.rej != nil {
@@ -196,6 +204,9 @@ func (x *Extractor) Rows() iter.Seq2[[]models.Value, error] {
 func (x *Extractor) Report() *Report { return &x.rep }
 
 func (x *Extractor) run(yield func([]models.Value, error) bool) error {
+	if x.t == nil {
+		return quarantine("no table of the contract matches the name %s", x.rep.File)
+	}
 	var dec decoder
 	switch x.rep.Format {
 	case "csv":
@@ -406,7 +417,7 @@ func (x *Extractor) mapHeader(hdr []string) ([]int, error) {
 	seen := map[string]int{}
 	var unexpected []string
 	for i, name := range hdr {
-		if !validUTF8(name) {
+		if !utf8.ValidString(name) {
 			return nil, quarantine("header: column %d is not valid UTF-8", i+1)
 		}
 		if prev, dup := seen[name]; dup {
