@@ -14,7 +14,6 @@
 package staging
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -26,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sync/atomic"
 	"time"
 )
 
@@ -121,11 +121,10 @@ func (s *Store) Put(ctx context.Context, r io.Reader, m Meta) (*Entry, error) {
 	stop := context.AfterFunc(ctx, func() { tmp.Close() })
 	defer stop()
 	h := sha256.New()
-	// Large writes: an SFTP download arrives in 32 KiB pieces.
-	buf := bufio.NewWriterSize(tmp, 1<<20)
-	n, err := io.Copy(io.MultiWriter(buf, h), r)
-	if err == nil {
-		err = buf.Flush()
+	aw := newAsyncWriter(io.MultiWriter(tmp, h))
+	n, err := io.Copy(aw, r)
+	if cerr := aw.Close(); err == nil {
+		err = cerr
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -176,6 +175,71 @@ func (s *Store) Put(ctx context.Context, r io.Reader, m Meta) (*Entry, error) {
 		return nil, fmt.Errorf("staging: %w", err)
 	}
 	return e, nil
+}
+
+// asyncWriter hands what is written to it, in 1 MiB pieces, to a
+// goroutine that writes them on: the download keeps receiving while the
+// disk and the hash work (an SFTP download arrives in 32 KiB pieces and
+// would otherwise wait for each write).
+type asyncWriter struct {
+	buf  []byte
+	full chan []byte
+	free chan []byte
+	done chan struct{}
+	err  atomic.Pointer[error]
+}
+
+func newAsyncWriter(w io.Writer) *asyncWriter {
+	const pieces, size = 4, 1 << 20
+	a := &asyncWriter{full: make(chan []byte, pieces), free: make(chan []byte, pieces), done: make(chan struct{})}
+	for range pieces - 1 {
+		a.free <- make([]byte, 0, size)
+	}
+	a.buf = make([]byte, 0, size)
+	go func() {
+		defer close(a.done)
+		for b := range a.full {
+			// After a failure, keep returning pieces so Write never blocks.
+			if a.err.Load() == nil {
+				if _, err := w.Write(b); err != nil {
+					a.err.Store(&err)
+				}
+			}
+			a.free <- b[:0]
+		}
+	}()
+	return a
+}
+
+func (a *asyncWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		if err := a.err.Load(); err != nil {
+			return n, *err
+		}
+		k := copy(a.buf[len(a.buf):cap(a.buf)], p)
+		a.buf = a.buf[:len(a.buf)+k]
+		p, n = p[k:], n+k
+		if len(a.buf) == cap(a.buf) {
+			a.full <- a.buf
+			a.buf = <-a.free
+		}
+	}
+	return n, nil
+}
+
+// Close writes what is left, waits for the goroutine, and returns the
+// first write error.
+func (a *asyncWriter) Close() error {
+	if len(a.buf) > 0 {
+		a.full <- a.buf
+	}
+	close(a.full)
+	<-a.done
+	if err := a.err.Load(); err != nil {
+		return *err
+	}
+	return nil
 }
 
 // place links tmp to final unless final exists; existed reports the latter.

@@ -283,3 +283,39 @@ func TestReportDirIsPrivate(t *testing.T) {
 		t.Fatal("hospital id with .. accepted")
 	}
 }
+
+// A disk that fails mid-download fails the download, soon: the writing
+// goroutine's error reaches the next Write.
+func TestAsyncWriterReportsWriteErrors(t *testing.T) {
+	full := &failAfter{n: 3 << 20}
+	a := newAsyncWriter(full)
+	piece := bytes.Repeat([]byte("x"), 32<<10)
+	var err error
+	written := 0
+	for written < 64<<20 && err == nil {
+		var n int
+		n, err = a.Write(piece)
+		written += n
+	}
+	cerr := a.Close()
+	if err == nil || cerr == nil || !strings.Contains(err.Error(), "no space left") || written > 16<<20 {
+		t.Fatalf("write error %v after %d bytes, close %v", err, written, cerr)
+	}
+	ok := &bytes.Buffer{}
+	a = newAsyncWriter(ok)
+	for range 100 {
+		a.Write(piece)
+	}
+	if err := a.Close(); err != nil || ok.Len() != 100*len(piece) {
+		t.Fatalf("wrote %d bytes, %v", ok.Len(), err)
+	}
+}
+
+type failAfter struct{ n int }
+
+func (f *failAfter) Write(p []byte) (int, error) {
+	if f.n -= len(p); f.n < 0 {
+		return 0, errors.New("write /staging/tmp/put-1: no space left on device")
+	}
+	return len(p), nil
+}
