@@ -80,9 +80,13 @@ type Keys struct {
 type Option func(*Keys) error
 
 // WithPGPKey reads an OpenPGP private key (armored or binary), unlocking
-// it with passphrase when it is protected.
+// it with passphrase when it is protected. An empty file name adds nothing
+// (WARD_PGP_KEY unset).
 func WithPGPKey(file, passphrase string) Option {
 	return func(k *Keys) error {
+		if file == "" {
+			return nil
+		}
 		el, err := readKeyRing(file)
 		if err != nil {
 			return fmt.Errorf("WARD_PGP_KEY %s: %w", file, err)
@@ -119,8 +123,12 @@ func encrypted(e *openpgp.Entity) bool {
 }
 
 // WithAgeIdentity reads an age identity file (as age-keygen writes it).
+// An empty file name adds nothing (WARD_AGE_IDENTITY unset).
 func WithAgeIdentity(file string) Option {
 	return func(k *Keys) error {
+		if file == "" {
+			return nil
+		}
 		f, err := os.Open(file)
 		if err != nil {
 			return fmt.Errorf("WARD_AGE_IDENTITY: %w", err)

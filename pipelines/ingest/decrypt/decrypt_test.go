@@ -369,7 +369,7 @@ func TestAgeBadInputs(t *testing.T) {
 }
 
 func TestNoneIsPassedThrough(t *testing.T) {
-	k, err := Load()
+	k, err := Load(WithPGPKey("", ""), WithAgeIdentity(""))
 	if err != nil {
 		t.Fatal(err)
 	}
