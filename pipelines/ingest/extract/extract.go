@@ -176,12 +176,16 @@ func (x *Extractor) Rows() iter.Seq2[[]models.Value, error] {
 		}
 		x.used = true
 		err := x.run(yield)
+		// The rejected rows of a quarantined file are written out too:
+		// they show why.
+		if x.rej != nil {
+			if ferr := x.rej.flush(); err == nil {
+				err = ferr
+			}
+		}
 		if err == errStopped {
 			x.rep.Verdict, x.rep.Reason = Failed, "the loader stopped reading before the end of the file"
 			return
-		}
-		if err == nil && x.rej != nil {
-			err = x.rej.flush()
 		}
 		if err != nil {
 			var q *QuarantineError
