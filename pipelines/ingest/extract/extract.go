@@ -1,0 +1,528 @@
+// Package extract parses one extract (CSV or Parquet) and validates it
+// against its contract table, as a stream: plaintext in (from decrypt),
+// good rows out (to the store's Load), failures collected with their row,
+// column, value and reason. It is the pure middle of ingest: it reads a
+// reader and writes to the writers it is given, and never touches a file
+// or a database itself.
+//
+// # The handshake with the loader
+//
+// Whether a file is loaded at all is only known at its end (the share of
+// rejected rows, the row count, freshness, a signature checked at EOF), but
+// rows are loaded while they stream. So:
+//
+//   - Rows yields every good row as it is read, then, when the stream ends,
+//     runs the file-level checks. If the file fails one (or the stream
+//     fails: a bad signature, a truncated ciphertext, a line over the
+//     limit), the last thing Rows yields is a non-nil error, usually a
+//     *QuarantineError.
+//   - A loader must load in one transaction and commit only if the
+//     iteration ended without an error; on an error it rolls back, so a
+//     quarantined file leaves nothing behind. The store's Load does this.
+//   - After the iteration, Report says what happened (counts, failures,
+//     verdict) for the validation report.
+//
+// Rows are []models.Value aligned with the table's columns (contract
+// order), each a fresh slice that the loader may keep.
+package extract
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"iter"
+	"math"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/wardml/ward/internal/contract"
+	"github.com/wardml/ward/models"
+	"github.com/wardml/ward/pipelines/ingest/decrypt"
+)
+
+// DefaultMaxLineBytes is the longest CSV record read by default: a longer
+// one (a file without line ends, an unclosed quote) quarantines the file
+// instead of filling memory.
+const DefaultMaxLineBytes = 1 << 20
+
+// DefaultMaxParquetBytes caps a Parquet file read into memory. Parquet needs
+// random access; an unencrypted or binary-age file has it from disk, while
+// an OpenPGP-encrypted one is decrypted into memory, never to disk.
+const DefaultMaxParquetBytes = 1 << 30
+
+type config struct {
+	maxLine    int
+	maxParquet int64
+	rejects    io.Writer
+	previous   int64
+	newest     *time.Time
+}
+
+// Option changes how a file is read and judged.
+type Option func(*config)
+
+// WithMaxLineBytes sets the longest CSV record accepted.
+func WithMaxLineBytes(n int) Option { return func(c *config) { c.maxLine = n } }
+
+// WithMaxParquetBytes sets the largest Parquet file decrypted into memory.
+func WithMaxParquetBytes(n int64) Option { return func(c *config) { c.maxParquet = n } }
+
+// WithRejects writes each rejected row to w as CSV: the file's own cells
+// (as text), then ward_row and ward_reason. The header is written with the
+// first rejected row, so nothing is written for a clean file. The rows are
+// patient data: give a writer that encrypts (decrypt.Keys.Seal) or a file
+// in a private folder (RejectsFile does both).
+func WithRejects(w io.Writer) Option { return func(c *config) { c.rejects = w } }
+
+// WithPreviousRows gives the row count of the previous extract of the same
+// table, for the contract's row_count_ratio check (the store knows it).
+func WithPreviousRows(n int64) Option { return func(c *config) { c.previous = n } }
+
+// WithNewestLoaded gives the newest time_column value already loaded for
+// the table, for the contract's max_staleness check (the store knows it).
+func WithNewestLoaded(t time.Time) Option { return func(c *config) { c.newest = &t } }
+
+// Extractor reads one file. Its Rows may be ranged over once.
+type Extractor struct {
+	r     io.Reader
+	h     *contract.Hospital
+	t     *contract.Table
+	cfg   config
+	rep   Report
+	used  bool
+	first *Failure
+
+	keys    map[[2]uint64]int64
+	keyBuf  []byte
+	keyCols []int
+	timeCol int
+	newest  float64
+	rej     *rejectWriter
+}
+
+// New prepares to read r, the plaintext of the file name of hospital h,
+// as table t (nil: the table whose pattern matches name).
+func New(r io.Reader, h *contract.Hospital, t *contract.Table, name string, opts ...Option) *Extractor {
+	if t == nil {
+		t = h.TableFor(name)
+	}
+	x := &Extractor{r: r, h: h, t: t, cfg: config{maxLine: DefaultMaxLineBytes, maxParquet: DefaultMaxParquetBytes}, timeCol: -1}
+	for _, o := range opts {
+		o(&x.cfg)
+	}
+	x.rep = Report{Hospital: h.ID, File: name, Failures: []Failure{}}
+	if t == nil {
+		return x
+	}
+	x.rep.Table, x.rep.Format = t.Name, formatOf(t, name)
+	for _, k := range t.Key {
+		for j := range t.Columns {
+			if t.Columns[j].Name == k {
+				x.keyCols = append(x.keyCols, j)
+			}
+		}
+	}
+	for j := range t.Columns {
+		if t.Columns[j].Name == t.TimeColumn {
+			x.timeCol = j
+		}
+	}
+	return x
+}
+
+// formatOf is the contract's format, or the one the name says.
+func formatOf(t *contract.Table, name string) string {
+	if t.Format != "" {
+		return t.Format
+	}
+	switch strings.ToLower(path.Ext(decrypt.Plain(name))) {
+	case ".csv", ".txt", ".tsv":
+		return "csv"
+	case ".parquet", ".pq":
+		return "parquet"
+	}
+	return ""
+}
+
+// QuarantineError is a file that fails its contract as a whole: nothing of
+// it may be loaded. Reason says why, for a person.
+type QuarantineError struct {
+	Reason string
+}
+
+func (e *QuarantineError) Error() string {
+	return e.Reason + "; file quarantined, nothing loaded"
+}
+
+func quarantine(format string, args ...any) *QuarantineError {
+	return &QuarantineError{Reason: fmt.Sprintf(format, args...)}
+}
+
+// errStopped ends a run whose consumer stopped ranging.
+var errStopped = errors.New("stopped")
+
+// Rows yields the good rows, then a final error if the file fails (see the
+// package comment for the handshake).
+func (x *Extractor) Rows() iter.Seq2[[]models.Value, error] {
+	return func(yield func([]models.Value, error) bool) {
+		if x.used {
+			yield(nil, errors.New("extract: Rows ranged over twice"))
+			return
+		}
+		x.used = true
+		err := x.run(yield)
+		// The rejected rows of a quarantined file are written out too:
+		// they show why.
+		if x.rej != nil {
+			if ferr := x.rej.flush(); err == nil {
+				err = ferr
+			}
+		}
+		if err == errStopped {
+			x.rep.Verdict, x.rep.Reason = Failed, "the loader stopped reading before the end of the file"
+			return
+		}
+		if err != nil {
+			var q *QuarantineError
+			if errors.As(err, &q) {
+				x.rep.Verdict, x.rep.Reason = Quarantined, q.Reason
+			} else {
+				x.rep.Verdict, x.rep.Reason = Failed, err.Error()
+			}
+			yield(nil, err)
+			return
+		}
+		x.rep.Verdict = Loaded
+		if x.rep.Rejected > 0 {
+			x.rep.Verdict = Partial
+		}
+	}
+}
+
+// Report says what the run found. Call it after ranging over Rows.
+func (x *Extractor) Report() *Report { return &x.rep }
+
+func (x *Extractor) run(yield func([]models.Value, error) bool) error {
+	if x.t == nil {
+		return quarantine("no table of the contract matches the name %s", x.rep.File)
+	}
+	var dec decoder
+	switch x.rep.Format {
+	case "csv":
+		dec = newCSV(x.r, []rune(x.t.Delimiter)[0], x.cfg.maxLine)
+	case "parquet":
+		var err error
+		if dec, err = newParquet(x.r, x.cfg.maxParquet); err != nil {
+			return x.fatal(err)
+		}
+	default:
+		return quarantine("cannot tell the format of %s: name it .csv or .parquet, or set format: in the contract's table %s", x.rep.File, x.t.Name)
+	}
+	hdr, err := dec.header()
+	if err != nil {
+		return x.fatal(err)
+	}
+	idx, err := x.mapHeader(hdr)
+	if err != nil {
+		return err
+	}
+	if x.cfg.rejects != nil {
+		x.rej = newRejectWriter(x.cfg.rejects, hdr)
+	}
+	x.keys = map[[2]uint64]int64{}
+
+	// Reading and parsing cells (the bulk of the work) runs in a goroutine
+	// of its own, a batch ahead of the checks that need file order (keys)
+	// and of the loader: two stages, on two cores.
+	batches := make(chan batch, 4)
+	done := make(chan struct{})
+	go parse(dec, idx, x.t.Columns, batches, done)
+	defer func() {
+		close(done)
+		for range batches {
+		}
+	}()
+	var reasons []string
+	for b := range batches {
+		for i := range b.rows {
+			p := &b.rows[i]
+			x.rep.Rows++
+			rowNum := x.rep.Rows
+			reasons = reasons[:0]
+			for _, f := range p.fails {
+				f.Row = rowNum
+				reasons = append(reasons, x.fail(f))
+			}
+			if len(reasons) == 0 {
+				if f := x.checkKey(p.row, rowNum, p.line); f != nil {
+					reasons = append(reasons, x.fail(*f))
+					p.raw = fileOrder(p.row, idx, len(hdr), x.t.Columns)
+				}
+			}
+			if len(reasons) > 0 {
+				x.rep.Rejected++
+				if x.rej != nil {
+					if err := x.rej.write(p.raw, rowNum, reasons); err != nil {
+						return fmt.Errorf("rejected rows: %w", err)
+					}
+				}
+				continue
+			}
+			if x.timeCol >= 0 && !p.row[x.timeCol].Null && (x.rep.Good == 0 || p.row[x.timeCol].Num > x.newest) {
+				x.newest = p.row[x.timeCol].Num
+			}
+			x.rep.Good++
+			if !yield(p.row, nil) {
+				return errStopped
+			}
+		}
+		if b.err == io.EOF {
+			break
+		}
+		if b.err != nil {
+			return x.fatal(b.err)
+		}
+	}
+	return x.fileChecks()
+}
+
+// parsed is one row as the parse stage leaves it.
+type parsed struct {
+	row   []models.Value
+	fails []Failure
+	// raw keeps the file's cells of a row that failed, for the rejected
+	// rows file.
+	raw  []string
+	line int64
+}
+
+// fileOrder puts a parsed row back in the file's column order, as text:
+// the cells of a row rejected after parsing (a duplicate key), whose
+// original text the parse stage no longer holds.
+func fileOrder(row []models.Value, idx []int, n int, cols []models.Column) []string {
+	out := make([]string, n)
+	for j, i := range idx {
+		out[i] = row[j].Format(cols[j].Type)
+	}
+	return out
+}
+
+// batch is a run of parsed rows; err (io.EOF at the end) follows them.
+type batch struct {
+	rows []parsed
+	err  error
+}
+
+const batchRows = 256
+
+// parse is the first stage: it reads rows and parses their cells until the
+// file ends, fails, or done is closed.
+func parse(dec decoder, idx []int, cols []models.Column, out chan<- batch, done <-chan struct{}) {
+	defer close(out)
+	var slab []models.Value
+	for {
+		b := batch{rows: make([]parsed, 0, batchRows)}
+		for len(b.rows) < batchRows {
+			rowErr, err := dec.next()
+			if err != nil {
+				b.err = err
+				break
+			}
+			// Rows are carved from a shared slab, so that a million rows
+			// do not cost a million allocations; each stays the loader's.
+			if len(slab) < len(cols) {
+				slab = make([]models.Value, len(cols)*batchRows)
+			}
+			p := parsed{row: slab[:len(cols):len(cols)], line: dec.line()}
+			slab = slab[len(cols):]
+			if rowErr != nil {
+				p.fails = append(p.fails, Failure{Line: p.line, Reason: rowErr.Error()})
+			} else {
+				for j := range cols {
+					v, ferr := dec.parse(idx[j], &cols[j])
+					if ferr != nil {
+						p.fails = append(p.fails, Failure{Line: p.line, Column: ferr.Column, Value: ferr.Value, Reason: ferr.Reason})
+					}
+					p.row[j] = v
+				}
+			}
+			if len(p.fails) > 0 {
+				p.raw = dec.raw()
+			}
+			b.rows = append(b.rows, p)
+		}
+		select {
+		case out <- b:
+		case <-done:
+			return
+		}
+		if b.err != nil {
+			return
+		}
+	}
+}
+
+// fatal classifies an error that stops the file: what comes from the
+// file's content quarantines it; anything else (a disk error) is only a
+// failure of this run, and the next run tries again.
+func (x *Extractor) fatal(err error) error {
+	var q *QuarantineError
+	var d *decrypt.Error
+	var c *contentError
+	switch {
+	case errors.As(err, &q):
+		return err
+	case errors.As(err, &d):
+		return &QuarantineError{Reason: d.Error()}
+	case errors.As(err, &c):
+		if c.row {
+			return quarantine("row %d: %s", x.rep.Rows+1, c.msg)
+		}
+		return &QuarantineError{Reason: c.msg}
+	}
+	return fmt.Errorf("read: %w", err)
+}
+
+// contentError is a problem with the file's bytes that stops reading it:
+// row says that it belongs to the next row.
+type contentError struct {
+	msg string
+	row bool
+}
+
+func (e *contentError) Error() string { return e.msg }
+
+func (x *Extractor) fail(f Failure) string {
+	x.rep.FailuresTotal++
+	if len(x.rep.Failures) < x.h.Thresholds.MaxErrors {
+		x.rep.Failures = append(x.rep.Failures, f)
+	}
+	if x.first == nil {
+		x.first = &f
+	}
+	return f.cell()
+}
+
+// mapHeader finds each contract column in the file's header.
+func (x *Extractor) mapHeader(hdr []string) ([]int, error) {
+	want := make(map[string]int, len(x.t.Columns))
+	for j := range x.t.Columns {
+		want[x.t.Columns[j].FileHeader()] = j
+	}
+	idx := make([]int, len(x.t.Columns))
+	for j := range idx {
+		idx[j] = -1
+	}
+	seen := map[string]int{}
+	var unexpected []string
+	for i, name := range hdr {
+		if !utf8.ValidString(name) {
+			return nil, quarantine("header: column %d is not valid UTF-8", i+1)
+		}
+		if prev, dup := seen[name]; dup {
+			return nil, quarantine("header: column %q appears twice (columns %d and %d)", name, prev+1, i+1)
+		}
+		seen[name] = i
+		if j, ok := want[name]; ok {
+			idx[j] = i
+		} else {
+			unexpected = append(unexpected, strconv.Quote(name))
+		}
+	}
+	var missing []string
+	for j, i := range idx {
+		if i < 0 {
+			missing = append(missing, strconv.Quote(x.t.Columns[j].FileHeader()))
+		}
+	}
+	var problems []string
+	if len(missing) > 0 {
+		problems = append(problems, "missing "+plural(len(missing), "column")+" "+strings.Join(missing, ", "))
+	}
+	if len(unexpected) > 0 && x.t.IsStrict() {
+		problems = append(problems, "unexpected "+plural(len(unexpected), "column")+" "+strings.Join(unexpected, ", ")+" (the table is strict; set strict: false in the contract to ignore extra columns)")
+	}
+	if len(problems) > 0 {
+		return nil, quarantine("header does not match the contract's table %s: %s", x.t.Name, strings.Join(problems, "; "))
+	}
+	return idx, nil
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
+}
+
+// checkKey rejects a row whose key an earlier row of the file has: the
+// database upserts by key, so two rows with one key would silently lose one.
+//
+// Keys are remembered by a 128-bit hash, not as strings: a million keys
+// then cost no allocation and ~30 MB that the garbage collector need not
+// scan. Two different keys share a hash with a probability of about 2^-128
+// per pair (1e-27 for a million rows), far below any hardware error rate.
+func (x *Extractor) checkKey(row []models.Value, rowNum, line int64) *Failure {
+	b := x.keyBuf[:0]
+	for _, j := range x.keyCols {
+		if x.t.Columns[j].Type == models.String {
+			b = binary.AppendUvarint(b, uint64(len(row[j].Str)))
+			b = append(b, row[j].Str...)
+		} else {
+			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(row[j].Num))
+		}
+	}
+	x.keyBuf = b
+	h := [2]uint64{maphash.Bytes(keySeeds[0], b), maphash.Bytes(keySeeds[1], b)}
+	if first, dup := x.keys[h]; dup {
+		vals := make([]string, len(x.keyCols))
+		for i, j := range x.keyCols {
+			vals[i] = row[j].Format(x.t.Columns[j].Type)
+		}
+		return &Failure{Row: rowNum, Line: line, Column: strings.Join(x.t.Key, ","), Value: strings.Join(vals, ","), Reason: fmt.Sprintf("duplicate key: first seen in row %d", first)}
+	}
+	x.keys[h] = rowNum
+	return nil
+}
+
+var keySeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
+
+// fileChecks are the contract's file-level thresholds, run at the end.
+func (x *Extractor) fileChecks() error {
+	th := x.h.Thresholds
+	r := &x.rep
+	correction := th.Corrections != "" && matches(th.Corrections, r.File)
+	if r.Rows > 0 && float64(r.Rejected)/float64(r.Rows) > th.MaxRejected() {
+		return quarantine("%d of %d rows rejected (%.1f%%, over max_rejected_rows %g%%); first: %s",
+			r.Rejected, r.Rows, 100*float64(r.Rejected)/float64(r.Rows), 100*th.MaxRejected(), x.first)
+	}
+	if ratio := th.RowCountRatio; ratio > 0 && x.cfg.previous > 0 && !correction {
+		prev, n := float64(x.cfg.previous), float64(r.Rows)
+		r.Checks = append(r.Checks, fmt.Sprintf("row count %d against %d in the previous extract (row_count_ratio %g)", r.Rows, x.cfg.previous, ratio))
+		if n > prev*ratio || n*ratio < prev {
+			return quarantine("%d rows, against %d in the previous extract of %s: off by more than row_count_ratio %gx", r.Rows, x.cfg.previous, x.t.Name, ratio)
+		}
+	}
+	if st := th.MaxStaleness; !st.IsZero() && x.cfg.newest != nil && x.timeCol >= 0 && r.Good > 0 && !correction {
+		c := &x.t.Columns[x.timeCol]
+		loaded := x.cfg.newest.UTC()
+		limit := loaded.AddDate(0, -st.Months, -st.Days)
+		newest := models.Value{Num: x.newest}.Time(c.Type)
+		r.Checks = append(r.Checks, fmt.Sprintf("newest %s %s against %s already loaded (max_staleness %s)", c.Name, newest.Format(time.DateOnly), loaded.Format(time.DateOnly), st))
+		if newest.Before(limit) {
+			return quarantine("stale: the newest %s is %s, older than the newest already loaded (%s) by more than max_staleness %s",
+				c.Name, newest.Format(time.DateOnly), loaded.Format(time.DateOnly), st)
+		}
+	}
+	return nil
+}
+
+func matches(pattern, name string) bool {
+	ok, _ := path.Match(pattern, name)
+	return ok
+}
