@@ -41,9 +41,6 @@ func (e *DuplicateKeyError) Error() string {
 		strings.Join(e.Columns, ", "), strings.Join(e.Values, ", "))
 }
 
-// stagingTable holds a file's rows inside the load's transaction.
-const stagingTable = "ward_load"
-
 // Load loads a file's rows into its table in one transaction, all or
 // nothing, and marks the file loaded in the ledger in the same
 // transaction: a load that fails anywhere, the connection dying mid-COPY
@@ -62,28 +59,7 @@ func (s *Store) Load(ctx context.Context, f File, t *contract.Table, rows Rows) 
 		return Counts{}, fmt.Errorf("load %s: %w", f, err)
 	}
 	c, err := s.loadFile(ctx, f, func(conn *sql.Conn, tx *sql.Tx) (Counts, error) {
-		if _, err := tx.ExecContext(ctx, s.createStaging(t.Columns)); err != nil {
-			return Counts{}, err
-		}
-		staged, err := s.d.stage(ctx, conn, tx, t.Columns, rows)
-		if err != nil {
-			return Counts{}, err
-		}
-		if _, err := tx.ExecContext(ctx, "SAVEPOINT ward_upsert"); err != nil {
-			return Counts{}, err
-		}
-		c, err := s.d.upsert(ctx, tx, def, f.SHA256, time.Now(), staged)
-		if errors.Is(err, errDuplicateKeys) {
-			if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT ward_upsert"); err != nil {
-				return Counts{}, err
-			}
-			return Counts{}, duplicateKey(ctx, tx, t)
-		}
-		if err != nil {
-			return Counts{}, err
-		}
-		_, err = tx.ExecContext(ctx, "DROP TABLE "+stagingTable)
-		return c, err
+		return s.d.load(ctx, conn, tx, def, f.SHA256, time.Now(), rows)
 	})
 	if err != nil {
 		return Counts{}, fmt.Errorf("load %s into %s: %w; nothing loaded", f, def.name, err)
@@ -117,47 +93,29 @@ func (s *Store) loadFile(ctx context.Context, f File, load func(*sql.Conn, *sql.
 	return c, err
 }
 
-// createStaging makes the staging table: the contract's columns without
-// constraints, so that COPY into it runs at full speed.
-func (s *Store) createStaging(cols []models.Column) string {
-	defs := make([]string, len(cols))
-	for i, c := range cols {
-		defs[i] = quote(c.Name) + " " + s.d.sqlType(c.Type)
-	}
-	return fmt.Sprintf("CREATE TEMP TABLE %s (%s)", stagingTable, strings.Join(defs, ", "))
-}
-
-// duplicateKey finds a key that the staged rows repeat.
-func duplicateKey(ctx context.Context, tx *sql.Tx, t *contract.Table) error {
+// duplicateKey names a key that the rows of table from repeat, after
+// the file's load failed on one (table is where the load put the file's
+// rows, or its keys). It returns fallback when no key repeats.
+func duplicateKey(ctx context.Context, tx *sql.Tx, from string, t *contract.Table, fallback error) error {
 	keys := quoteAll("", t.Key)
-	row := tx.QueryRowContext(ctx, fmt.Sprintf("SELECT %s FROM %s GROUP BY %s HAVING count(*) > 1 LIMIT 1", keys, stagingTable, keys))
+	row := tx.QueryRowContext(ctx, fmt.Sprintf("SELECT %s FROM %s GROUP BY %s HAVING count(*) > 1 LIMIT 1", keys, from, keys))
 	scan := make([]any, len(t.Key))
-	vs := make([]*valueScanner, len(t.Key))
+	vs := make([]valueScanner, len(t.Key))
 	for i, k := range t.Key {
-		vs[i] = &valueScanner{typ: t.Column(k).Type}
-		scan[i] = vs[i]
+		vs[i].typ = t.Column(k).Type
+		scan[i] = &vs[i]
 	}
 	if err := row.Scan(scan...); err != nil {
-		return fmt.Errorf("the file repeats a key (finding which: %w)", err)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fallback
+		}
+		return fmt.Errorf("%w (looking for a repeated key: %v)", fallback, err)
 	}
 	e := &DuplicateKeyError{Columns: t.Key}
 	for i, k := range t.Key {
 		e.Values = append(e.Values, vs[i].v.Format(t.Column(k).Type))
 	}
 	return e
-}
-
-// upsertSQL moves the staged rows into the table. suffix ends the
-// ON CONFLICT clause (SQLite's WHERE); ward's columns take $1 and $2.
-func upsertSQL(def tableDef, suffix string) string {
-	cols := def.columnNames()
-	sets := make([]string, 0, len(cols)+2)
-	for _, c := range append(cols, fileColumn, loadedColumn) {
-		sets = append(sets, fmt.Sprintf("%s = excluded.%s", quote(c), quote(c)))
-	}
-	return fmt.Sprintf("INSERT INTO %s AS t (%s, %s, %s) SELECT %s, $1, $2 FROM %s WHERE true ON CONFLICT (%s) DO UPDATE SET %s%s",
-		quote(def.name), quoteAll("", cols), fileColumn, loadedColumn, quoteAll("", cols), stagingTable,
-		quoteAll("", def.table.Key), strings.Join(sets, ", "), suffix)
 }
 
 // checkRow passes on the stream's error, or refuses a row that does not

@@ -7,18 +7,20 @@ import (
 	"database/sql/driver"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"iter"
+	"slices"
+	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/wardml/ward/models"
 )
 
-// postgres is the production engine: pgx, COPY into a staging table for
-// loads, advisory locks for the schema and the hospitals.
+// postgres is the production engine: pgx, COPY for loads, advisory locks for the schema and the hospitals.
 type postgres struct{ db *sql.DB }
 
 func (*postgres) name() string { return "postgres" }
@@ -39,25 +41,6 @@ func (*postgres) sqlType(t models.Type) string {
 	return "text"
 }
 
-func (*postgres) arg(t models.Type, v models.Value) any {
-	if v.Null {
-		return nil
-	}
-	switch t {
-	case models.String:
-		return v.Str
-	case models.Int:
-		return int64(v.Num)
-	case models.Bool:
-		return v.Num != 0
-	case models.Date:
-		return v.Time(models.Date)
-	case models.Timestamp:
-		return timestamp(v)
-	}
-	return v.Num
-}
-
 func (*postgres) time(t time.Time) any { return t.UTC() }
 
 func (*postgres) textOrder() string { return ` COLLATE "C"` }
@@ -75,75 +58,114 @@ func (*postgres) lockSchema(ctx context.Context, tx *sql.Tx) error {
 	return err
 }
 
-func (p *postgres) stage(ctx context.Context, conn *sql.Conn, _ *sql.Tx, cols []models.Column, rows Rows) (int64, error) {
-	src := &copySource{ctx: ctx, p: p, cols: cols, vals: make([]any, len(cols))}
-	var stop func()
-	src.next, stop = iter.Pull2(rows)
-	defer stop()
-	names := make([]string, len(cols))
-	for i, c := range cols {
-		names[i] = c.Name
+// load COPYs the file's rows straight into the table, which is what makes
+// it as fast as psql's \copy (an INSERT ... SELECT from a staging table,
+// with or without ON CONFLICT, inserts row by row and took three times as
+// long). Most files bring new keys only, and are done then. A COPY that
+// meets a key already in the table is rolled back to its savepoint; the
+// rows, spooled to local disk as they went by, load again: their keys into
+// a temporary table, the table's rows with those keys deleted (the rows
+// the file replaces), and the rows COPYed from the spool.
+func (p *postgres) load(ctx context.Context, conn *sql.Conn, tx *sql.Tx, def tableDef, file string, at time.Time, rows Rows) (Counts, error) {
+	t := def.table
+	rowSpool, err := newSpoolFile()
+	if err != nil {
+		return Counts{}, err
 	}
+	defer rowSpool.remove()
+	keySpool, err := newSpoolFile()
+	if err != nil {
+		return Counts{}, err
+	}
+	defer keySpool.remove()
+	enc := &copyEncoder{ctx: ctx, cols: t.Columns, rows: rowSpool, keys: keySpool}
+	for _, k := range t.Key {
+		enc.keyIdx = append(enc.keyIdx, slices.IndexFunc(t.Columns, func(c models.Column) bool { return c.Name == k }))
+	}
+	enc.ward = appendField(nil, models.String, models.Text(file))
+	enc.ward = appendField(enc.ward, models.Timestamp, timeValue(at))
+	var stop func()
+	enc.next, stop = iter.Pull2(rows)
+	defer stop()
+
+	copyRows := fmt.Sprintf("COPY %s (%s, %s, %s) FROM STDIN BINARY", quote(def.name), quoteAll("", def.columnNames()), fileColumn, loadedColumn)
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT ward_copy"); err != nil {
+		return Counts{}, err
+	}
+	n, err := copyIn(ctx, conn, enc, copyRows)
+	if enc.err != nil {
+		return Counts{}, enc.err
+	}
+	if err == nil {
+		return Counts{Inserted: n}, nil
+	}
+	if !p.isUnique(err) {
+		return Counts{}, err
+	}
+
+	// The table has some of the file's keys (or the file repeats one).
+	if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT ward_copy"); err != nil {
+		return Counts{}, err
+	}
+	if err := enc.drain(); err != nil {
+		return Counts{}, err
+	}
+	keys := make([]string, len(t.Key))
+	on := make([]string, len(t.Key))
+	for i, k := range t.Key {
+		keys[i] = quote(k) + " " + p.sqlType(t.Column(k).Type)
+		on[i] = fmt.Sprintf("t.%s = k.%s", quote(k), quote(k))
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("CREATE TEMP TABLE %s (%s) ON COMMIT DROP", keysTable, strings.Join(keys, ", "))); err != nil {
+		return Counts{}, err
+	}
+	r, err := keySpool.reader()
+	if err != nil {
+		return Counts{}, err
+	}
+	if _, err := copyIn(ctx, conn, r, fmt.Sprintf("COPY %s FROM STDIN BINARY", keysTable)); err != nil {
+		return Counts{}, err
+	}
+	res, err := tx.ExecContext(ctx, fmt.Sprintf("DELETE FROM %s AS t USING %s AS k WHERE %s", quote(def.name), keysTable, strings.Join(on, " AND ")))
+	if err != nil {
+		return Counts{}, err
+	}
+	replaced, err := res.RowsAffected()
+	if err != nil {
+		return Counts{}, err
+	}
+	if r, err = rowSpool.reader(); err != nil {
+		return Counts{}, err
+	}
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT ward_copy"); err != nil {
+		return Counts{}, err
+	}
+	n, err = copyIn(ctx, conn, r, copyRows)
+	if p.isUnique(err) {
+		// None of the file's keys is left in the table: it repeats one.
+		if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT ward_copy"); rerr != nil {
+			return Counts{}, errors.Join(err, rerr)
+		}
+		return Counts{}, duplicateKey(ctx, tx, keysTable, t, err)
+	}
+	if err != nil {
+		return Counts{}, err
+	}
+	return Counts{Inserted: n - replaced, Updated: replaced}, nil
+}
+
+// keysTable holds a file's keys inside the load's transaction.
+const keysTable = "ward_keys"
+
+// copyIn runs a COPY ... FROM STDIN on the transaction's connection.
+func copyIn(ctx context.Context, conn *sql.Conn, r io.Reader, copySQL string) (int64, error) {
 	var n int64
 	err := conn.Raw(func(dc any) error {
-		var err error
-		n, err = dc.(*stdlib.Conn).Conn().CopyFrom(ctx, pgx.Identifier{stagingTable}, names, src)
+		tag, err := dc.(*stdlib.Conn).Conn().PgConn().CopyFrom(ctx, r, copySQL)
+		n = tag.RowsAffected()
 		return err
 	})
-	if src.err != nil {
-		return 0, src.err
-	}
 	return n, err
-}
-
-// copySource feeds a file's rows to COPY, one row's arguments at a time.
-type copySource struct {
-	ctx  context.Context
-	next func() ([]models.Value, error, bool)
-	p    *postgres
-	cols []models.Column
-	vals []any
-	n    int64
-	err  error
-}
-
-func (c *copySource) Next() bool {
-	// COPY reads its source in a goroutine of its own; a cancelled load
-	// stops here rather than read the rest of the file.
-	if c.n%1024 == 0 {
-		if c.err = c.ctx.Err(); c.err != nil {
-			return false
-		}
-	}
-	row, err, ok := c.next()
-	if !ok {
-		return false
-	}
-	if c.err = checkRow(c.n, row, err, c.cols); c.err != nil {
-		return false
-	}
-	for i, col := range c.cols {
-		c.vals[i] = c.p.arg(col.Type, row[i])
-	}
-	c.n++
-	return true
-}
-
-func (c *copySource) Values() ([]any, error) { return c.vals, nil }
-func (c *copySource) Err() error             { return c.err }
-
-// upsert counts inserted and replaced rows by xmax, which is 0 in a row
-// version that an INSERT made and set in one that an UPDATE made.
-func (*postgres) upsert(ctx context.Context, tx *sql.Tx, def tableDef, file string, at time.Time, _ int64) (Counts, error) {
-	q := "WITH up AS (" + upsertSQL(def, " RETURNING (xmax = 0) AS inserted") +
-		") SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up"
-	var c Counts
-	err := tx.QueryRowContext(ctx, q, file, at.UTC()).Scan(&c.Inserted, &c.Updated)
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == "21000" { // ON CONFLICT DO UPDATE command cannot affect row a second time
-		return c, errDuplicateKeys
-	}
-	return c, err
 }
 
 func (*postgres) isUnique(err error) bool {

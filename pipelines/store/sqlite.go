@@ -68,10 +68,71 @@ func (*sqlite) textOrder() string { return "" }
 // already excludes every other writer.
 func (*sqlite) lockSchema(context.Context, *sql.Tx) error { return nil }
 
+// stagingTable holds a file's rows inside the load's transaction.
+const stagingTable = "ward_load"
+
 // maxParams stays under SQLite's limit on the parameters of one statement.
 const maxParams = 32000
 
-func (d *sqlite) stage(ctx context.Context, _ *sql.Conn, tx *sql.Tx, cols []models.Column, rows Rows) (int64, error) {
+// load stages the rows in a temporary table with batched inserts, then
+// upserts them into the table in one statement. Inserted rows are counted
+// by the table's growth. A staged row whose key a row of the same file
+// already took is skipped by the upsert's WHERE, so the rows changed fall
+// short of the rows staged exactly when the file repeats a key.
+func (d *sqlite) load(ctx context.Context, _ *sql.Conn, tx *sql.Tx, def tableDef, file string, at time.Time, rows Rows) (Counts, error) {
+	cols := def.table.Columns
+	defs := make([]string, len(cols))
+	for i, c := range cols {
+		defs[i] = quote(c.Name) + " " + d.sqlType(c.Type)
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("CREATE TEMP TABLE %s (%s)", stagingTable, strings.Join(defs, ", "))); err != nil {
+		return Counts{}, err
+	}
+	staged, err := d.stage(ctx, tx, cols, rows)
+	if err != nil {
+		return Counts{}, err
+	}
+	count := "SELECT count(*) FROM " + quote(def.name)
+	var before, after int64
+	if err := tx.QueryRowContext(ctx, count).Scan(&before); err != nil {
+		return Counts{}, err
+	}
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT ward_upsert"); err != nil {
+		return Counts{}, err
+	}
+	names := def.columnNames()
+	sets := make([]string, 0, len(names)+2)
+	for _, c := range append(names, fileColumn, loadedColumn) {
+		sets = append(sets, fmt.Sprintf("%s = excluded.%s", quote(c), quote(c)))
+	}
+	upsert := fmt.Sprintf(`INSERT INTO %s AS t (%s, %s, %s) SELECT %s, $1, $2 FROM %s WHERE true
+		ON CONFLICT (%s) DO UPDATE SET %s WHERE t.%s IS NOT excluded.%s`,
+		quote(def.name), quoteAll("", names), fileColumn, loadedColumn, quoteAll("", names), stagingTable,
+		quoteAll("", def.table.Key), strings.Join(sets, ", "), fileColumn, fileColumn)
+	res, err := tx.ExecContext(ctx, upsert, file, d.time(at))
+	if err != nil {
+		return Counts{}, err
+	}
+	changed, err := res.RowsAffected()
+	if err != nil {
+		return Counts{}, err
+	}
+	if changed < staged {
+		if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT ward_upsert"); err != nil {
+			return Counts{}, err
+		}
+		return Counts{}, duplicateKey(ctx, tx, stagingTable, def.table, errors.New("the file repeats a key"))
+	}
+	if err := tx.QueryRowContext(ctx, count).Scan(&after); err != nil {
+		return Counts{}, err
+	}
+	if _, err := tx.ExecContext(ctx, "DROP TABLE "+stagingTable); err != nil {
+		return Counts{}, err
+	}
+	return Counts{Inserted: after - before, Updated: changed - (after - before)}, nil
+}
+
+func (d *sqlite) stage(ctx context.Context, tx *sql.Tx, cols []models.Column, rows Rows) (int64, error) {
 	per := max(1, min(500, maxParams/len(cols)))
 	batch, err := tx.PrepareContext(ctx, insertValues(stagingTable, cols, per))
 	if err != nil {
@@ -112,33 +173,6 @@ func insertValues(table string, cols []models.Column, rows int) string {
 	one := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(cols)), ", ") + ")"
 	return fmt.Sprintf("INSERT INTO %s (%s) VALUES %s", table, quoteAll("", names),
 		strings.TrimSuffix(strings.Repeat(one+", ", rows), ", "))
-}
-
-// upsert counts inserted rows by the table's growth. A staged row whose
-// key a row of the same file already took is skipped by the WHERE, so the
-// rows changed fall short of the rows staged exactly when the file
-// repeats a key.
-func (d *sqlite) upsert(ctx context.Context, tx *sql.Tx, def tableDef, file string, at time.Time, staged int64) (Counts, error) {
-	count := "SELECT count(*) FROM " + quote(def.name)
-	var before, after int64
-	if err := tx.QueryRowContext(ctx, count).Scan(&before); err != nil {
-		return Counts{}, err
-	}
-	res, err := tx.ExecContext(ctx, upsertSQL(def, " WHERE t."+fileColumn+" IS NOT excluded."+fileColumn), file, d.time(at))
-	if err != nil {
-		return Counts{}, err
-	}
-	changed, err := res.RowsAffected()
-	if err != nil {
-		return Counts{}, err
-	}
-	if changed < staged {
-		return Counts{}, errDuplicateKeys
-	}
-	if err := tx.QueryRowContext(ctx, count).Scan(&after); err != nil {
-		return Counts{}, err
-	}
-	return Counts{Inserted: after - before, Updated: changed - (after - before)}, nil
 }
 
 func sqliteCode(err error) int {

@@ -19,7 +19,9 @@ const dateText = "2006-01-02"
 
 // timestamp turns a timestamp value into a time at microsecond precision
 // (PostgreSQL's), rounding rather than truncating so that a time read back
-// gives the same Value it was stored from.
+// gives the same Value it was stored from (exactly, for times between 1906
+// and 2096; further out a float64 of seconds holds less than a
+// microsecond).
 func timestamp(v models.Value) time.Time {
 	return time.UnixMicro(int64(math.Round(v.Num * 1e6))).UTC()
 }
