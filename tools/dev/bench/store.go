@@ -53,9 +53,9 @@ func init() {
 }
 
 var storeBench struct {
-	rows                             int
+	rows                            int
 	postgres, contract, child, file string
-	runs                             int
+	runs                            int
 }
 
 // childResult is what the child prints.
