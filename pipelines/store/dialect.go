@@ -11,7 +11,6 @@ import (
 // dialect is what differs between the two engines; everything else in the
 // package is one code path for both.
 type dialect interface {
-	name() string
 	// sqlType is the column type that holds values of a contract type.
 	sqlType(t models.Type) string
 	// time turns a time into an argument for a TIMESTAMPTZ column of

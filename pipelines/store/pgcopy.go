@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"sync"
 
 	"github.com/wardml/ward/models"
 )
@@ -72,15 +73,22 @@ type copyEncoder struct {
 	rows   *spoolFile
 	keys   *spoolFile
 
-	tuple   []byte
-	pending []byte // encoded, not yet read
-	done    bool
-	n       int64
-	err     error
+	mu       sync.Mutex // held by Read
+	detached bool
+	tuple    []byte
+	pending  []byte // encoded, not yet read
+	done     bool
+	n        int64
+	err      error
 }
 
 // Read gives COPY the next part of the stream.
 func (e *copyEncoder) Read(p []byte) (int, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.detached {
+		return 0, io.ErrClosedPipe
+	}
 	for len(e.pending) < len(p) && !e.done {
 		e.encodeNext(true)
 	}
@@ -134,6 +142,15 @@ func (e *copyEncoder) encodeNext(send bool) {
 	}
 	e.keys.write(e.tuple)
 	e.n++
+}
+
+// detach takes the rows back from COPY. When the connection dies, COPY
+// returns while its reader goroutine may still be in Read; detach waits
+// for that Read, and makes any later one fail.
+func (e *copyEncoder) detach() {
+	e.mu.Lock()
+	e.detached = true
+	e.mu.Unlock()
 }
 
 // drain reads the rest of the file into the spools, after a COPY that

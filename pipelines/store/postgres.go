@@ -23,8 +23,6 @@ import (
 // postgres is the production engine: pgx, COPY for loads, advisory locks for the schema and the hospitals.
 type postgres struct{ db *sql.DB }
 
-func (*postgres) name() string { return "postgres" }
-
 func (*postgres) sqlType(t models.Type) string {
 	switch t {
 	case models.Int:
@@ -93,6 +91,7 @@ func (p *postgres) load(ctx context.Context, conn *sql.Conn, tx *sql.Tx, def tab
 		return Counts{}, err
 	}
 	n, err := copyIn(ctx, conn, enc, copyRows)
+	enc.detach()
 	if enc.err != nil {
 		return Counts{}, enc.err
 	}

@@ -23,8 +23,6 @@ type sqlite struct {
 	held sync.Map // hospital -> token of each lock this store holds
 }
 
-func (*sqlite) name() string { return "sqlite" }
-
 func (*sqlite) sqlType(t models.Type) string {
 	switch t {
 	case models.Int, models.Bool:

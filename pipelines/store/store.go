@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -113,6 +114,12 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 // busy timeout, so that two processes never fail on a lock upgrade; WAL
 // lets readers go on while one of them writes.
 func openSQLite(path string) (*sql.DB, error) {
+	if path == ":memory:" || strings.HasPrefix(path, "file:") {
+		return nil, fmt.Errorf("sqlite:%s: want the path of a file (ward's processes share it)", path)
+	}
+	if strings.ContainsAny(path, "?#") {
+		return nil, fmt.Errorf("sqlite:%s: a path with ? or # is not supported", path)
+	}
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
@@ -122,9 +129,6 @@ func openSQLite(path string) (*sql.DB, error) {
 		"&_pragma=busy_timeout(30000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
 	return sql.Open("sqlite", dsn)
 }
-
-// Driver names the engine behind the store: "postgres" or "sqlite".
-func (s *Store) Driver() string { return s.d.name() }
 
 // Close releases the locks the store still holds and closes the database.
 func (s *Store) Close() error {

@@ -184,6 +184,8 @@ func TestOpenRefusesBadURLsWithExitCode2(t *testing.T) {
 	for _, url := range []string{
 		"mysql://x/y",
 		"sqlite:",
+		"sqlite::memory:",
+		"sqlite:ward.db?mode=ro",
 		fmt.Sprintf("postgres://ward@127.0.0.1:%d/none?sslmode=disable&connect_timeout=2", testenv.FreePort(t)),
 	} {
 		s, err := Open(ctx, url)
