@@ -27,7 +27,7 @@ const (
 )
 
 // PredictionsTable is File.Table for a prediction log.
-const PredictionsTable = "predictions"
+const PredictionsTable = "ward_predictions"
 
 // File is one entry of the ledger: a file of a hospital, by name and
 // content. The same name with other content is another entry.

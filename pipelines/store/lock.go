@@ -74,8 +74,9 @@ func (s *Store) Lock(ctx context.Context, hospital, what string) (*Lock, error) 
 	_, _ = rand.Read(raw[:])
 	token := hex.EncodeToString(raw[:])
 	host, _ := os.Hostname()
-	me := Holder{What: what, PID: os.Getpid(), Host: host, Since: time.Now()}
+	me := Holder{What: what, PID: os.Getpid(), Host: host}
 	for {
+		me.Since = time.Now()
 		release, ok, err := s.d.tryLock(ctx, hospital, token, me)
 		if err != nil {
 			if ctx.Err() != nil {

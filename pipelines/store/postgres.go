@@ -20,7 +20,8 @@ import (
 	"github.com/wardml/ward/models"
 )
 
-// postgres is the production engine: pgx, COPY for loads, advisory locks for the schema and the hospitals.
+// postgres is the production engine: pgx, COPY for loads, advisory locks
+// for the schema and the hospitals.
 type postgres struct{ db *sql.DB }
 
 func (*postgres) sqlType(t models.Type) string {
