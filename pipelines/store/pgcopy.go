@@ -1,0 +1,205 @@
+package store
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"sync"
+
+	"github.com/wardml/ward/models"
+)
+
+// PostgreSQL's binary COPY format: the stream's framing (signature, flags,
+// header extension length; end-of-data marker) and each field as its
+// length (-1 for null) and its value in the type's binary form.
+const (
+	copyHeader  = "PGCOPY\n\xff\r\n\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+	copyTrailer = "\xff\xff"
+)
+
+// PostgreSQL's dates and timestamps count from 2000-01-01.
+const (
+	pgEpochDays   = 10957
+	pgEpochMicros = 946684800 * 1_000_000
+)
+
+// appendField appends one field of a binary COPY tuple for a column of
+// type t (held as postgres.sqlType says).
+func appendField(buf []byte, t models.Type, v models.Value) []byte {
+	if v.Null {
+		return binary.BigEndian.AppendUint32(buf, math.MaxUint32)
+	}
+	switch t {
+	case models.String:
+		buf = binary.BigEndian.AppendUint32(buf, uint32(len(v.Str)))
+		return append(buf, v.Str...)
+	case models.Int:
+		buf = binary.BigEndian.AppendUint32(buf, 8)
+		return binary.BigEndian.AppendUint64(buf, uint64(int64(v.Num)))
+	case models.Bool:
+		buf = binary.BigEndian.AppendUint32(buf, 1)
+		if v.Num != 0 {
+			return append(buf, 1)
+		}
+		return append(buf, 0)
+	case models.Date:
+		buf = binary.BigEndian.AppendUint32(buf, 4)
+		return binary.BigEndian.AppendUint32(buf, uint32(int32(int64(v.Num)-pgEpochDays)))
+	case models.Timestamp:
+		buf = binary.BigEndian.AppendUint32(buf, 8)
+		return binary.BigEndian.AppendUint64(buf, uint64(timestamp(v).UnixMicro()-pgEpochMicros))
+	}
+	buf = binary.BigEndian.AppendUint32(buf, 8)
+	return binary.BigEndian.AppendUint64(buf, math.Float64bits(v.Num))
+}
+
+// copyEncoder turns a file's rows into a binary COPY stream of the table's
+// columns followed by ward's (their fields the same for every row, so
+// encoded once), and writes each row to a spool as well: the rows on disk
+// in the same format, and their keys beside them, so that the load can
+// start over after a COPY that the table's key refused, however large the
+// file, without keeping it in memory.
+type copyEncoder struct {
+	ctx    context.Context
+	next   func() ([]models.Value, error, bool)
+	cols   []models.Column
+	keyIdx []int
+	ward   []byte
+	rows   *spoolFile
+	keys   *spoolFile
+
+	mu       sync.Mutex // held by Read
+	detached bool
+	tuple    []byte
+	pending  []byte // encoded, not yet read
+	done     bool
+	n        int64
+	err      error
+}
+
+// Read gives COPY the next part of the stream.
+func (e *copyEncoder) Read(p []byte) (int, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.detached {
+		return 0, io.ErrClosedPipe
+	}
+	for len(e.pending) < len(p) && !e.done {
+		e.encodeNext(true)
+	}
+	n := copy(p, e.pending)
+	e.pending = e.pending[:copy(e.pending, e.pending[n:])]
+	if n == 0 && e.done {
+		if e.err != nil {
+			return 0, e.err
+		}
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// encodeNext encodes the next row into the spools and, when send is set,
+// into the stream.
+func (e *copyEncoder) encodeNext(send bool) {
+	if e.pending == nil && send {
+		e.pending = append(e.pending, copyHeader...)
+	}
+	if e.n%1024 == 0 {
+		if e.err = e.ctx.Err(); e.err != nil {
+			e.done = true
+			return
+		}
+	}
+	row, err, ok := e.next()
+	if !ok {
+		e.done = true
+		if send {
+			e.pending = append(e.pending, copyTrailer...)
+		}
+		return
+	}
+	if e.err = checkRow(e.n, row, err, e.cols); e.err != nil {
+		e.done = true
+		return
+	}
+	e.tuple = binary.BigEndian.AppendUint16(e.tuple[:0], uint16(len(e.cols)+2))
+	for i, c := range e.cols {
+		e.tuple = appendField(e.tuple, c.Type, row[i])
+	}
+	e.tuple = append(e.tuple, e.ward...)
+	if send {
+		e.pending = append(e.pending, e.tuple...)
+	}
+	e.rows.write(e.tuple)
+	e.tuple = binary.BigEndian.AppendUint16(e.tuple[:0], uint16(len(e.keyIdx)))
+	for _, k := range e.keyIdx {
+		e.tuple = appendField(e.tuple, e.cols[k].Type, row[k])
+	}
+	e.keys.write(e.tuple)
+	e.n++
+}
+
+// detach takes the rows back from COPY. When the connection dies, COPY
+// returns while its reader goroutine may still be in Read; detach waits
+// for that Read, and makes any later one fail.
+func (e *copyEncoder) detach() {
+	e.mu.Lock()
+	e.detached = true
+	e.mu.Unlock()
+}
+
+// drain reads the rest of the file into the spools, after a COPY that
+// stopped part of the way.
+func (e *copyEncoder) drain() error {
+	for !e.done {
+		e.encodeNext(false)
+	}
+	return e.err
+}
+
+// spoolFile is a binary COPY stream on local disk.
+type spoolFile struct {
+	f   *os.File
+	w   *bufio.Writer
+	err error
+}
+
+func newSpoolFile() (*spoolFile, error) {
+	f, err := os.CreateTemp("", "ward-load-*.pgcopy")
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	s := &spoolFile{f: f, w: bufio.NewWriterSize(f, 1<<20)}
+	s.write([]byte(copyHeader))
+	return s, nil
+}
+
+func (s *spoolFile) write(b []byte) {
+	if s.err == nil {
+		_, s.err = s.w.Write(b)
+	}
+}
+
+// reader ends the stream and returns it from its start.
+func (s *spoolFile) reader() (io.Reader, error) {
+	s.write([]byte(copyTrailer))
+	if s.err == nil {
+		s.err = s.w.Flush()
+	}
+	if s.err == nil {
+		_, s.err = s.f.Seek(0, io.SeekStart)
+	}
+	if s.err != nil {
+		return nil, fmt.Errorf("spool %s: %w", s.f.Name(), s.err)
+	}
+	return bufio.NewReaderSize(s.f, 1<<20), nil
+}
+
+func (s *spoolFile) remove() error {
+	return errors.Join(s.f.Close(), os.Remove(s.f.Name()))
+}

@@ -1,0 +1,246 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"iter"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/wardml/ward/internal/contract"
+	"github.com/wardml/ward/models"
+)
+
+// Prediction is one prediction served: one instance of a request's batch.
+type Prediction struct {
+	Hospital  string `json:"hospital"`
+	RequestID string `json:"request_id"`
+	// Item is the instance's place in the request's batch (0 for a single
+	// instance): a request, and so a request id, may hold several.
+	Item int `json:"item"`
+	// CaseID is the case the request named, in the text form of the
+	// contract's id column (models.Value.Format); empty when none.
+	CaseID       string `json:"case_id,omitempty"`
+	ModelVersion string `json:"model_version"`
+	ModelDigest  string `json:"model_digest"`
+	// Inputs are the request's fields as JSON, or nil when the server logs
+	// only their keyed hash in InputsHash (serving.hash_inputs).
+	Inputs     json.RawMessage `json:"inputs,omitempty"`
+	InputsHash string          `json:"inputs_hash,omitempty"`
+	Predicted  float64         `json:"prediction"`
+	Time       time.Time       `json:"time"`
+}
+
+func (p Prediction) check() error {
+	switch {
+	case p.Hospital == "" || p.RequestID == "":
+		return fmt.Errorf("prediction %s/%s: needs a hospital and a request id", p.Hospital, p.RequestID)
+	case p.Item < 0:
+		return fmt.Errorf("prediction %s/%s: item %d is negative", p.Hospital, p.RequestID, p.Item)
+	case p.Time.IsZero():
+		return fmt.Errorf("prediction %s/%s: no time", p.Hospital, p.RequestID)
+	case math.IsNaN(p.Predicted) || math.IsInf(p.Predicted, 0):
+		return fmt.Errorf("prediction %s/%s: value %v is not a number", p.Hospital, p.RequestID, p.Predicted)
+	case p.Inputs != nil && !json.Valid(p.Inputs):
+		return fmt.Errorf("prediction %s/%s: inputs are not valid JSON", p.Hospital, p.RequestID)
+	}
+	return nil
+}
+
+// InsertPredictions records a batch of predictions, as the model server
+// sends them, in one transaction. A prediction already recorded (same
+// hospital, request id and item) is counted in Duplicates, not again.
+func (s *Store) InsertPredictions(ctx context.Context, ps []Prediction) (Counts, error) {
+	var c Counts
+	err := s.inTx(ctx, func(_ *sql.Conn, tx *sql.Tx) error {
+		var err error
+		c, err = s.insertPredictions(ctx, tx, "", func(yield func(Prediction, error) bool) {
+			for _, p := range ps {
+				if !yield(p, nil) {
+					return
+				}
+			}
+		})
+		return err
+	})
+	if err != nil {
+		return Counts{}, fmt.Errorf("record predictions: %w", err)
+	}
+	return c, nil
+}
+
+// LoadPredictions loads a prediction log of f's hospital, as Load loads an
+// extract: in one transaction with its ledger entry, all or nothing.
+// Predictions already recorded (the server wrote them directly, or another
+// log repeats them) are counted in Duplicates.
+func (s *Store) LoadPredictions(ctx context.Context, f File, ps iter.Seq2[Prediction, error]) (Counts, error) {
+	f.Table = PredictionsTable
+	c, err := s.loadFile(ctx, f, func(_ *sql.Conn, tx *sql.Tx) (Counts, error) {
+		return s.insertPredictions(ctx, tx, f.Hospital, ps)
+	})
+	if err != nil {
+		return Counts{}, fmt.Errorf("load %s into ward_predictions: %w; nothing loaded", f, err)
+	}
+	return c, nil
+}
+
+// predictionColumns are ward_predictions' columns, in insert order.
+var predictionColumns = []string{"hospital", "request_id", "item", "case_id", "model_version", "model_digest",
+	"inputs", "inputs_hash", "prediction", "predicted_at"}
+
+// insertPredictions inserts in batches; hospital, when set, is the one
+// every prediction must be of.
+func (s *Store) insertPredictions(ctx context.Context, tx *sql.Tx, hospital string, ps iter.Seq2[Prediction, error]) (Counts, error) {
+	const per = 500
+	var c Counts
+	var n int64
+	args := make([]any, 0, per*len(predictionColumns))
+	flush := func() error {
+		if len(args) == 0 {
+			return nil
+		}
+		rows := len(args) / len(predictionColumns)
+		res, err := tx.ExecContext(ctx, fmt.Sprintf("INSERT INTO ward_predictions (%s) VALUES %s ON CONFLICT (hospital, request_id, item) DO NOTHING",
+			strings.Join(predictionColumns, ", "), placeholders(rows, len(predictionColumns))), args...)
+		if err != nil {
+			return err
+		}
+		added, err := res.RowsAffected()
+		c.Inserted += added
+		c.Duplicates += int64(rows) - added
+		args = args[:0]
+		return err
+	}
+	for p, err := range ps {
+		n++
+		if err != nil {
+			return Counts{}, fmt.Errorf("prediction %d: %w", n, err)
+		}
+		if err := p.check(); err != nil {
+			return Counts{}, fmt.Errorf("prediction %d: %w", n, err)
+		}
+		if hospital != "" && p.Hospital != hospital {
+			return Counts{}, fmt.Errorf("prediction %d (request %s): is for hospital %s, not %s", n, p.RequestID, p.Hospital, hospital)
+		}
+		var inputs any
+		if p.Inputs != nil {
+			inputs = string(p.Inputs)
+		}
+		args = append(args, p.Hospital, p.RequestID, int64(p.Item), nullString(p.CaseID), p.ModelVersion, p.ModelDigest,
+			inputs, nullString(p.InputsHash), p.Predicted, s.d.time(p.Time))
+		if len(args) == cap(args) {
+			if err := flush(); err != nil {
+				return Counts{}, err
+			}
+		}
+	}
+	return c, flush()
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// placeholders is ($1, ..., $cols), ... for rows rows.
+func placeholders(rows, cols int) string {
+	var b strings.Builder
+	for r := range rows {
+		if r > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		for c := range cols {
+			if c > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "$%d", r*cols+c+1)
+		}
+		b.WriteByte(')')
+	}
+	return b.String()
+}
+
+// Outcome is a prediction with the outcome of its case.
+type Outcome struct {
+	Prediction
+	// Actual is the case's target (e.g. total_bill) as loaded; null while
+	// no extract has brought it, or when the prediction named no case.
+	Actual models.Value
+}
+
+// PredictionQuery selects predictions; empty fields select all.
+type PredictionQuery struct {
+	ModelVersion string
+	// From (inclusive) and To (exclusive) bound the time of prediction.
+	From, To time.Time
+}
+
+// Outcomes streams a hospital's predictions that q selects, each joined by
+// its case id with the target of the case in the main table, in order of
+// time.
+func (s *Store) Outcomes(ctx context.Context, h *contract.Hospital, q PredictionQuery) iter.Seq2[Outcome, error] {
+	return func(yield func(Outcome, error) bool) {
+		main := h.Table(h.Training.Table)
+		fail := func(err error) { yield(Outcome{}, fmt.Errorf("predictions of %s: %w", h.ID, err)) }
+		if err := s.EnsureTable(ctx, h.ID, main); err != nil {
+			fail(err)
+			return
+		}
+		id := "c." + quote(h.Training.ID)
+		if main.Column(h.Training.ID).Type != models.String {
+			id = "CAST(" + id + " AS TEXT)"
+		}
+		args := []any{h.ID}
+		where := []string{"p.hospital = $1"}
+		add := func(cond string, v any) {
+			args = append(args, v)
+			where = append(where, fmt.Sprintf(cond, len(args)))
+		}
+		if q.ModelVersion != "" {
+			add("p.model_version = $%d", q.ModelVersion)
+		}
+		if !q.From.IsZero() {
+			add("p.predicted_at >= $%d", s.d.time(q.From))
+		}
+		if !q.To.IsZero() {
+			add("p.predicted_at < $%d", s.d.time(q.To))
+		}
+		query := fmt.Sprintf(`SELECT p.%s, c.%s FROM ward_predictions AS p LEFT JOIN %s AS c ON %s = p.case_id
+			WHERE %s ORDER BY p.predicted_at, p.request_id, p.item`,
+			strings.Join(predictionColumns, ", p."), quote(h.Training.Target), quote(TableName(h.ID, main.Name)), id,
+			strings.Join(where, " AND "))
+		rows, err := s.db.QueryContext(ctx, query, args...)
+		if err != nil {
+			fail(err)
+			return
+		}
+		defer rows.Close()
+		actual := valueScanner{typ: main.Column(h.Training.Target).Type}
+		for rows.Next() {
+			var o Outcome
+			var item int64
+			var caseID, inputs, hash sql.NullString
+			if err := rows.Scan(&o.Hospital, &o.RequestID, &item, &caseID, &o.ModelVersion, &o.ModelDigest,
+				&inputs, &hash, &o.Predicted, timeScanner{&o.Time}, &actual); err != nil {
+				fail(err)
+				return
+			}
+			o.Item, o.CaseID, o.InputsHash, o.Actual = int(item), caseID.String, hash.String, actual.v
+			if inputs.Valid {
+				o.Inputs = json.RawMessage(inputs.String)
+			}
+			if !yield(o, nil) {
+				return
+			}
+		}
+		if err := rows.Err(); err != nil {
+			fail(err)
+		}
+	}
+}

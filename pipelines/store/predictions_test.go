@@ -1,0 +1,191 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/wardml/ward/internal/contract"
+	"github.com/wardml/ward/models"
+)
+
+func predictions(ps ...Prediction) func(yield func(Prediction, error) bool) {
+	return func(yield func(Prediction, error) bool) {
+		for _, p := range ps {
+			if !yield(p, nil) {
+				return
+			}
+		}
+	}
+}
+
+func TestPredictionsAreRecordedOnceAndJoinOutcomes(t *testing.T) {
+	engines(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		s := open(t, url)
+		h := hospital(t)
+		cases := h.Table("cases")
+		t0 := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
+		pred := func(req string, item int, caseID, version string, v float64, at time.Duration) Prediction {
+			return Prediction{Hospital: h.ID, RequestID: req, Item: item, CaseID: caseID, ModelVersion: version,
+				ModelDigest: "sha256:" + version, Inputs: json.RawMessage(`{"age":40}`), Predicted: v, Time: t0.Add(at)}
+		}
+		batch := []Prediction{
+			pred("r1", 0, "C1", "v1", 90, 0),
+			pred("r1", 1, "C2", "v1", 150, 0),
+			pred("r2", 0, "C3", "v2", 310.5, time.Hour),
+			pred("r3", 0, "", "v2", 50, 2*time.Hour),
+		}
+		batch[3].Inputs, batch[3].InputsHash = nil, "hmac-sha256:abcd"
+		c, err := s.InsertPredictions(ctx, batch)
+		if err != nil || c.Inserted != 4 || c.Duplicates != 0 {
+			t.Fatalf("first batch: %+v, %v", c, err)
+		}
+		// The server retries a batch: the repeat is counted, not recorded.
+		c, err = s.InsertPredictions(ctx, []Prediction{batch[0], pred("r4", 0, "C9", "v2", 1, 3*time.Hour)})
+		if err != nil || c.Inserted != 1 || c.Duplicates != 1 {
+			t.Fatalf("retried batch: %+v, %v; want 1 inserted, 1 duplicate", c, err)
+		}
+		if _, err := s.InsertPredictions(ctx, []Prediction{pred("r5", 0, "", "v1", math.NaN(), 0)}); err == nil {
+			t.Fatal("a NaN prediction was recorded")
+		}
+
+		// A prediction log with 700 lines, two of them already recorded,
+		// crossing the insert batches.
+		var log []Prediction
+		for i := range 698 {
+			log = append(log, pred(fmt.Sprintf("log%03d", i), 0, "", "v1", float64(i), 4*time.Hour+time.Duration(i)*time.Second))
+		}
+		log = append(log, batch[1], batch[2])
+		f := file(h.ID, "predictions_2026-03.jsonl", "log")
+		c, err = s.LoadPredictions(ctx, f, predictions(log...))
+		if err != nil || c.Inserted != 698 || c.Duplicates != 2 {
+			t.Fatalf("log: %+v, %v; want 698 inserted, 2 duplicates", c, err)
+		}
+		entries, err := s.Files(ctx, FileQuery{Hospital: h.ID, Table: PredictionsTable})
+		if err != nil || len(entries) != 1 || entries[0].State != Loaded || entries[0].Inserted != 698 || entries[0].Duplicates != 2 {
+			t.Fatalf("ledger of the log: %+v, %v", entries, err)
+		}
+		if _, err := s.LoadPredictions(ctx, f, predictions(log...)); !errors.Is(err, ErrAlreadyLoaded) {
+			t.Fatalf("log again: %v, want ErrAlreadyLoaded", err)
+		}
+		// A log that names another hospital, or fails, loads nothing.
+		other := pred("x1", 0, "", "v1", 1, 0)
+		other.Hospital = "elsewhere"
+		bad := file(h.ID, "predictions_bad.jsonl", "bad")
+		if _, err := s.LoadPredictions(ctx, bad, predictions(pred("y1", 0, "", "v1", 1, 0), other)); err == nil {
+			t.Fatal("a log with another hospital's prediction loaded")
+		}
+		broken := errors.New("line 2: not JSON")
+		if _, err := s.LoadPredictions(ctx, bad, func(yield func(Prediction, error) bool) {
+			if yield(pred("y1", 0, "", "v1", 1, 0), nil) {
+				yield(Prediction{}, broken)
+			}
+		}); !errors.Is(err, broken) {
+			t.Fatalf("failing log: %v", err)
+		}
+		if n := count(t, s, "ward_predictions"); n != 5+698 {
+			t.Fatalf("%d predictions, want %d", n, 5+698)
+		}
+
+		// Outcomes arrive with a later extract: C1 billed, C2 not yet.
+		if _, err := s.Load(ctx, file(h.ID, "cases_2026-04.csv", "april"), cases, stream(
+			row(t, cases, "C1", "P1", "2026-03-01", "", "40", "", "100"),
+			row(t, cases, "C2", "P1", "2026-03-01", "", "40", "", ""),
+			row(t, cases, "C3", "P2", "2026-03-01", "", "40", "", "300"),
+		)); err != nil {
+			t.Fatal(err)
+		}
+		var got []Outcome
+		for o, err := range s.Outcomes(ctx, h, PredictionQuery{To: t0.Add(4 * time.Hour)}) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, o)
+		}
+		want := []struct {
+			req    string
+			item   int
+			actual models.Value
+		}{
+			{"r1", 0, models.Number(100)}, {"r1", 1, models.Missing}, {"r2", 0, models.Number(300)},
+			{"r3", 0, models.Missing}, {"r4", 0, models.Missing},
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%d outcomes, want %d: %+v", len(got), len(want), got)
+		}
+		for i, w := range want {
+			if got[i].RequestID != w.req || got[i].Item != w.item || got[i].Actual != w.actual {
+				t.Errorf("outcome %d: %s/%d actual %v, want %s/%d actual %v", i, got[i].RequestID, got[i].Item, got[i].Actual, w.req, w.item, w.actual)
+			}
+		}
+		if g := got[0]; g.CaseID != "C1" || g.ModelVersion != "v1" || g.ModelDigest != "sha256:v1" || g.Predicted != 90 ||
+			!g.Time.Equal(t0) || string(g.Inputs) != `{"age":40}` || g.InputsHash != "" {
+			t.Errorf("first outcome: %+v", g)
+		}
+		if g := got[3]; g.Inputs != nil || g.InputsHash != "hmac-sha256:abcd" || g.CaseID != "" {
+			t.Errorf("hashed outcome: %+v", g)
+		}
+		var v2 []string
+		for o, err := range s.Outcomes(ctx, h, PredictionQuery{ModelVersion: "v2", From: t0.Add(time.Hour), To: t0.Add(3 * time.Hour)}) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			v2 = append(v2, o.RequestID)
+		}
+		if !slices.Equal(v2, []string{"r2", "r3"}) {
+			t.Fatalf("v2 between 10:00 and 12:00: %v, want [r2 r3]", v2)
+		}
+	})
+}
+
+// A hospital whose case id is a number: predictions name it as text.
+func TestOutcomesByNumericCaseID(t *testing.T) {
+	h, err := contract.Parse([]byte(`
+id: numeric
+tables:
+  - name: stays
+    pattern: "stays_*.csv"
+    key: [record_id]
+    columns:
+      - {name: record_id, type: int, required: true}
+      - {name: charges, type: float}
+training:
+  table: stays
+  target: charges
+  features: [{name: record_id, kind: categorical}]
+`), "numeric/hospital.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl := h.Table("stays")
+	engines(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		s := open(t, url)
+		if _, err := s.Load(ctx, file(h.ID, "stays_1.csv", "1"), tbl, stream(row(t, tbl, "42", "1234.5"), row(t, tbl, "7", "10"))); err != nil {
+			t.Fatal(err)
+		}
+		at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		if _, err := s.InsertPredictions(ctx, []Prediction{
+			{Hospital: h.ID, RequestID: "a", CaseID: "42", Predicted: 1000, Time: at},
+			{Hospital: h.ID, RequestID: "b", CaseID: "43", Predicted: 1000, Time: at.Add(time.Second)},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		var actual []models.Value
+		for o, err := range s.Outcomes(ctx, h, PredictionQuery{}) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			actual = append(actual, o.Actual)
+		}
+		if len(actual) != 2 || actual[0] != models.Number(1234.5) || !actual[1].Null {
+			t.Fatalf("outcomes %v, want [1234.5 null]", actual)
+		}
+	})
+}
