@@ -112,11 +112,12 @@ func (s *Store) record(ctx context.Context, q querier, f File) error {
 	return nil
 }
 
-// setCounts records what loading f did.
+// setCounts records what loading f did, and the rows its validation
+// rejected.
 func (s *Store) setCounts(ctx context.Context, q querier, f File, c Counts) error {
-	_, err := q.ExecContext(ctx, `UPDATE ward_files SET inserted = $1, updated = $2, duplicates = $3, changed_at = $4
-		WHERE hospital = $5 AND name = $6 AND sha256 = $7`,
-		c.Inserted, c.Updated, c.Duplicates, s.d.time(time.Now()), f.Hospital, f.Name, f.SHA256)
+	_, err := q.ExecContext(ctx, `UPDATE ward_files SET inserted = $1, updated = $2, duplicates = $3, rejected = $4, changed_at = $5
+		WHERE hospital = $6 AND name = $7 AND sha256 = $8`,
+		c.Inserted, c.Updated, c.Duplicates, f.Rejected, s.d.time(time.Now()), f.Hospital, f.Name, f.SHA256)
 	return err
 }
 

@@ -48,8 +48,9 @@ func (e *DuplicateKeyError) Error() string {
 // the file again, exactly once. A row whose key is already in the table
 // replaces it (Updated). A file already loaded, or its content under
 // another name, is an error wrapping ErrAlreadyLoaded; a file that repeats
-// a key is a *DuplicateKeyError. f.Rejected is recorded as given.
-func (s *Store) Load(ctx context.Context, f File, t *contract.Table, rows Rows) (Counts, error) {
+// a key is a *DuplicateKeyError. f.Rejected is recorded as given, unless
+// WithRejected says otherwise.
+func (s *Store) Load(ctx context.Context, f File, t *contract.Table, rows Rows, opts ...LoadOption) (Counts, error) {
 	f.Table = t.Name
 	def, err := newTableDef(f.Hospital, t)
 	if err == nil {
@@ -60,21 +61,39 @@ func (s *Store) Load(ctx context.Context, f File, t *contract.Table, rows Rows) 
 	}
 	c, err := s.loadFile(ctx, f, func(conn *sql.Conn, tx *sql.Tx) (Counts, error) {
 		return s.d.load(ctx, conn, tx, def, f.SHA256, time.Now(), rows)
-	})
+	}, opts)
 	if err != nil {
 		return Counts{}, fmt.Errorf("load %s into %s: %w; nothing loaded", f, def.name, err)
 	}
 	return c, nil
 }
 
+// LoadOption changes a load.
+type LoadOption func(*loadOptions)
+
+type loadOptions struct {
+	rejected func() int64
+}
+
+// WithRejected records, as the file's rejected rows, what rejected returns
+// once the rows have been read: a validator that streams the rows knows
+// its final count only when its stream has ended (extract's Report).
+func WithRejected(rejected func() int64) LoadOption {
+	return func(o *loadOptions) { o.rejected = rejected }
+}
+
 // loadFile runs load in one transaction with f's ledger entry, so that
 // the file is loaded and recorded as loaded together or not at all. The
 // entry comes first: a second load of the same content waits there, or
 // fails, before it reads a row.
-func (s *Store) loadFile(ctx context.Context, f File, load func(*sql.Conn, *sql.Tx) (Counts, error)) (Counts, error) {
+func (s *Store) loadFile(ctx context.Context, f File, load func(*sql.Conn, *sql.Tx) (Counts, error), opts []LoadOption) (Counts, error) {
 	f.State = Loaded
 	if err := f.check(); err != nil {
 		return Counts{}, err
+	}
+	var o loadOptions
+	for _, opt := range opts {
+		opt(&o)
 	}
 	var c Counts
 	err := s.inTx(ctx, func(conn *sql.Conn, tx *sql.Tx) error {
@@ -84,6 +103,9 @@ func (s *Store) loadFile(ctx context.Context, f File, load func(*sql.Conn, *sql.
 		var err error
 		if c, err = load(conn, tx); err != nil {
 			return err
+		}
+		if o.rejected != nil {
+			f.Rejected = o.rejected()
 		}
 		if err := s.setCounts(ctx, tx, f, c); err != nil {
 			return err

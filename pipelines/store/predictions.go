@@ -76,11 +76,11 @@ func (s *Store) InsertPredictions(ctx context.Context, ps []Prediction) (Counts,
 // extract: in one transaction with its ledger entry, all or nothing.
 // Predictions already recorded (the server wrote them directly, or another
 // log repeats them) are counted in Duplicates.
-func (s *Store) LoadPredictions(ctx context.Context, f File, ps iter.Seq2[Prediction, error]) (Counts, error) {
+func (s *Store) LoadPredictions(ctx context.Context, f File, ps iter.Seq2[Prediction, error], opts ...LoadOption) (Counts, error) {
 	f.Table = PredictionsTable
 	c, err := s.loadFile(ctx, f, func(_ *sql.Conn, tx *sql.Tx) (Counts, error) {
 		return s.insertPredictions(ctx, tx, f.Hospital, ps)
-	})
+	}, opts)
 	if err != nil {
 		return Counts{}, fmt.Errorf("load %s into ward_predictions: %w; nothing loaded", f, err)
 	}

@@ -376,8 +376,19 @@ func TestLoadRoundTripsEveryTypeAndReplacesResentKeys(t *testing.T) {
 			row(t, cases, "C6", "P9", "2026-03-05", "", "70", "", "1"),
 		}
 		fixFile := file(h.ID, "cases_correction_2026-01.csv", "correction")
-		fixFile.Rejected = 2
-		c, err = s.Load(ctx, fixFile, cases, stream(fix...))
+		// The validator's count of rejected rows is final only once its
+		// stream has ended: the ledger takes it then.
+		var rejected int64
+		counted := func(yield func([]models.Value, error) bool) {
+			for _, r := range fix {
+				rejected++
+				if !yield(r, nil) {
+					return
+				}
+			}
+			rejected = 2
+		}
+		c, err = s.Load(ctx, fixFile, cases, counted, WithRejected(func() int64 { return rejected }))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -49,6 +49,11 @@ const (
 type Error struct {
 	Reason string
 	Err    error
+	// Key says that ward's key is the problem, not the file's bytes: the
+	// file is encrypted to another key, or no key of its kind is
+	// configured. When every file of a hospital fails so, the setting is
+	// the likely culprit.
+	Key bool
 }
 
 func (e *Error) Error() string {
@@ -244,7 +249,7 @@ func (r *recorder) KeysById(id uint64) []openpgp.Key {
 
 func (k *Keys) openPGP(r io.Reader, h *contract.Hospital) (io.Reader, error) {
 	if len(k.pgp) == 0 {
-		return nil, &Error{Reason: "an OpenPGP extract, but no private key is configured: set WARD_PGP_KEY"}
+		return nil, &Error{Reason: "an OpenPGP extract, but no private key is configured: set WARD_PGP_KEY", Key: true}
 	}
 	var signers openpgp.EntityList
 	if h.Inbound.SignedBy != "" {
@@ -274,7 +279,9 @@ func (k *Keys) openPGP(r io.Reader, h *contract.Hospital) (io.Reader, error) {
 	md, err := openpgp.ReadMessage(body, ring, nil, nil)
 	switch {
 	case errors.Is(err, pgperrors.ErrKeyIncorrect):
-		return nil, fail(nil, "wrong key: the file is encrypted to OpenPGP key %s, and WARD_PGP_KEY (%s, key %s) cannot decrypt it", keyIDs(ring.asked), k.pgpFile, keyIDs(entityIDs(k.pgp)))
+		e := fail(nil, "wrong key: the file is encrypted to OpenPGP key %s, and WARD_PGP_KEY (%s, key %s) cannot decrypt it", keyIDs(ring.asked), k.pgpFile, keyIDs(entityIDs(k.pgp)))
+		e.Key = true
+		return nil, e
 	case err != nil:
 		return nil, fail(err, "not a valid OpenPGP message, or a corrupt or truncated one")
 	case !md.IsEncrypted:
@@ -372,7 +379,7 @@ type sizedReaderAt interface {
 
 func (k *Keys) openAge(r io.Reader) (io.Reader, error) {
 	if len(k.age) == 0 {
-		return nil, &Error{Reason: "an age extract, but no identity is configured: set WARD_AGE_IDENTITY"}
+		return nil, &Error{Reason: "an age extract, but no identity is configured: set WARD_AGE_IDENTITY", Key: true}
 	}
 	// A binary age file on disk decrypts with random access: a Parquet
 	// reader can then seek in the plaintext. ReaderAt authenticates the
@@ -416,7 +423,9 @@ func (k *Keys) openAge(r io.Reader) (io.Reader, error) {
 func (k *Keys) ageError(err error) error {
 	var nomatch *age.NoIdentityMatchError
 	if errors.As(err, &nomatch) {
-		return fail(nil, "wrong key: the file is encrypted to other age recipients (%s); WARD_AGE_IDENTITY (%s, %s) is not one of them", strings.Join(nomatch.StanzaTypes, ", "), k.ageFile, recipients(k.age))
+		e := fail(nil, "wrong key: the file is encrypted to other age recipients (%s); WARD_AGE_IDENTITY (%s, %s) is not one of them", strings.Join(nomatch.StanzaTypes, ", "), k.ageFile, recipients(k.age))
+		e.Key = true
+		return e
 	}
 	return fail(err, "not a valid age file, or a corrupt or truncated one")
 }

@@ -184,8 +184,14 @@ func wantErr(t *testing.T, what string, err error, want string) {
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("%s: error %v\nwant it to contain %q", what, err, want)
 	}
-	if _, ok := err.(*Error); !ok && !strings.HasPrefix(what, "config") {
+	e, ok := err.(*Error)
+	if !ok && !strings.HasPrefix(what, "config") {
 		t.Fatalf("%s: error is %T, want *decrypt.Error (the file is quarantined for it)", what, err)
+	}
+	// Only a key that cannot decrypt is ward's problem rather than the
+	// file's (the pipeline tells a misconfigured key by it).
+	if ok && e.Key != (what == "wrong key" || strings.HasPrefix(what, "no key") || what == "no identity") {
+		t.Fatalf("%s: Key is %v", what, e.Key)
 	}
 }
 
