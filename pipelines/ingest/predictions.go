@@ -1,0 +1,287 @@
+package ingest
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/wardml/ward/internal/contract"
+	"github.com/wardml/ward/pipelines/ingest/extract"
+	"github.com/wardml/ward/pipelines/store"
+)
+
+// logLine is one line of the model server's prediction log (serving's
+// package documentation has the format; fields are only ever added, so
+// unknown ones are ignored).
+type logLine struct {
+	Timestamp  *string         `json:"@timestamp"`
+	Action     *string         `json:"event.action"`
+	RequestID  *string         `json:"ward.request_id"`
+	Item       *int            `json:"ward.item"`
+	Hospital   *string         `json:"ward.hospital"`
+	Version    *string         `json:"ward.model.version"`
+	Digest     *string         `json:"ward.model.digest"`
+	CaseID     *string         `json:"ward.case_id"`
+	Inputs     json.RawMessage `json:"ward.inputs"`
+	InputsHash *string         `json:"ward.inputs_hash"`
+	Prediction *float64        `json:"ward.prediction"`
+}
+
+// predictionReader reads a prediction log as extract reads an extract:
+// the good predictions stream out to the loader, a malformed line is
+// rejected with its line number (and kept in the rejected rows), a
+// prediction repeated within the log is counted and loaded once, and the
+// file is quarantined when it rejects more lines than the contract's
+// max_rejected_rows allows. Its report counts lines as rows.
+type predictionReader struct {
+	r     io.Reader
+	h     *contract.Hospital
+	known map[string]bool // nil: versions not checked
+	rej   io.Writer
+	rep   extract.Report
+	first *extract.Failure
+
+	unknown    map[string]int64
+	duplicates int64
+}
+
+func newPredictionReader(r io.Reader, h *contract.Hospital, name string, rejects io.Writer, known map[string]bool) *predictionReader {
+	return &predictionReader{r: r, h: h, known: known, rej: rejects,
+		rep: extract.Report{Hospital: h.ID, File: name, Table: store.PredictionsTable, Format: "jsonl", Failures: []extract.Failure{}}}
+}
+
+// Report says what the read found; final once Rows has ended.
+func (p *predictionReader) Report() *extract.Report { return &p.rep }
+
+// Rows yields the good predictions, then an error if the file fails.
+func (p *predictionReader) Rows() iter.Seq2[store.Prediction, error] {
+	return func(yield func(store.Prediction, error) bool) {
+		err := p.run(yield)
+		var q *extract.QuarantineError
+		switch {
+		case errors.Is(err, errStopped):
+			p.rep.Verdict, p.rep.Reason = extract.Failed, "the loader stopped reading before the end of the file"
+		case errors.As(err, &q):
+			p.rep.Verdict, p.rep.Reason = extract.Quarantined, q.Reason
+			yield(store.Prediction{}, err)
+		case err != nil:
+			p.rep.Verdict, p.rep.Reason = extract.Failed, err.Error()
+			yield(store.Prediction{}, err)
+		case p.rep.Rejected > 0:
+			p.rep.Verdict = extract.Partial
+		default:
+			p.rep.Verdict = extract.Loaded
+		}
+	}
+}
+
+var errStopped = errors.New("stopped")
+
+func (p *predictionReader) run(yield func(store.Prediction, error) bool) error {
+	br := bufio.NewReaderSize(p.r, 64<<10)
+	seen := map[string]bool{}
+	var line []byte
+	for n := int64(1); ; n++ {
+		var tooLong bool
+		var err error
+		line, tooLong, err = readLine(br, line[:0], extract.DefaultMaxLineBytes)
+		if err != nil && err != io.EOF {
+			return readError(err)
+		}
+		if len(bytes.TrimSpace(line)) > 0 || tooLong {
+			p.rep.Rows++
+			pred, f := p.parse(line, tooLong)
+			switch key := pred.RequestID + "\x00" + strconv.Itoa(pred.Item); {
+			case f != nil:
+				f.Row = n
+				if err := p.reject(*f, line); err != nil {
+					return fmt.Errorf("rejected rows: %w", err)
+				}
+			case seen[key]:
+				p.duplicates++
+			default:
+				seen[key] = true
+				if p.known != nil && !p.known[pred.ModelVersion] {
+					if p.unknown == nil {
+						p.unknown = map[string]int64{}
+					}
+					p.unknown[pred.ModelVersion]++
+				}
+				p.rep.Good++
+				if !yield(pred, nil) {
+					return errStopped
+				}
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+	}
+	if r := &p.rep; r.Rows > 0 && float64(r.Rejected)/float64(r.Rows) > p.h.Thresholds.MaxRejected() {
+		return &extract.QuarantineError{Reason: fmt.Sprintf("%d of %d lines rejected (%.1f%%, over max_rejected_rows %g%%); first: line %d: %s",
+			r.Rejected, r.Rows, 100*float64(r.Rejected)/float64(r.Rows), 100*p.h.Thresholds.MaxRejected(), p.first.Row, cell(*p.first))}
+	}
+	return nil
+}
+
+// readError makes a decryption failure at the end of the stream (a bad
+// signature, a truncated ciphertext) a quarantine, as extract does.
+func readError(err error) error {
+	var q *extract.QuarantineError
+	if errors.As(err, &q) {
+		return err
+	}
+	rep := extract.NewReport("", "", err)
+	if rep.Verdict == extract.Quarantined {
+		return &extract.QuarantineError{Reason: rep.Reason}
+	}
+	return fmt.Errorf("read: %w", err)
+}
+
+// readLine reads one line into buf, without its line end; a line longer
+// than max is read to its end but not kept (tooLong).
+func readLine(br *bufio.Reader, buf []byte, max int) (line []byte, tooLong bool, err error) {
+	for {
+		part, err := br.ReadSlice('\n')
+		if !tooLong {
+			if len(buf)+len(part) > max+1 {
+				tooLong, buf = true, buf[:0]
+			} else {
+				buf = append(buf, part...)
+			}
+		}
+		switch err {
+		case bufio.ErrBufferFull:
+			continue
+		case nil:
+			return bytes.TrimRight(buf, "\r\n"), tooLong, nil
+		}
+		return bytes.TrimRight(buf, "\r\n"), tooLong, err
+	}
+}
+
+func (p *predictionReader) reject(f extract.Failure, raw []byte) error {
+	p.rep.Rejected++
+	p.rep.FailuresTotal++
+	if len(p.rep.Failures) < p.h.Thresholds.MaxErrors {
+		p.rep.Failures = append(p.rep.Failures, f)
+	}
+	if p.first == nil {
+		p.first = &f
+	}
+	rec, err := json.Marshal(struct {
+		Line   int64  `json:"ward_line"`
+		Reason string `json:"ward_reason"`
+		Text   string `json:"line"`
+	}{f.Row, cell(f), strings.ToValidUTF8(string(raw), "\uFFFD")})
+	if err != nil {
+		return err
+	}
+	_, err = p.rej.Write(append(rec, '\n'))
+	return err
+}
+
+// cell is a failure without its line number.
+func cell(f extract.Failure) string {
+	if f.Column == "" {
+		return f.Reason
+	}
+	if f.Value == "" {
+		return f.Column + ": " + f.Reason
+	}
+	return f.Column + " " + strconv.Quote(f.Value) + ": " + f.Reason
+}
+
+// parse reads one line into a prediction, or says why it cannot.
+func (p *predictionReader) parse(line []byte, tooLong bool) (store.Prediction, *extract.Failure) {
+	fail := func(column, value, format string, args ...any) (store.Prediction, *extract.Failure) {
+		if len(value) > 64 {
+			value = value[:64] + "..."
+		}
+		return store.Prediction{}, &extract.Failure{Column: column, Value: value, Reason: fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case tooLong:
+		return fail("", "", "longer than %d MiB", extract.DefaultMaxLineBytes>>20)
+	case !utf8.Valid(line):
+		return fail("", "", "not valid UTF-8")
+	}
+	var l logLine
+	if err := json.Unmarshal(line, &l); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return fail(te.Field, "", "wrong type: a JSON %s, want %s", te.Value, jsonKind(te.Type))
+		}
+		return fail("", "", "not a JSON object: %v", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	for _, req := range []struct {
+		name string
+		v    *string
+	}{{"event.action", l.Action}, {"@timestamp", l.Timestamp}, {"ward.request_id", l.RequestID}, {"ward.hospital", l.Hospital},
+		{"ward.model.version", l.Version}, {"ward.model.digest", l.Digest}} {
+		if req.v == nil || *req.v == "" {
+			return fail(req.name, "", "required value is missing")
+		}
+	}
+	if *l.Action != "predict" {
+		return fail("event.action", *l.Action, "not a prediction (want predict)")
+	}
+	if *l.Hospital != p.h.ID {
+		return fail("ward.hospital", *l.Hospital, "a prediction of another hospital, in the folder of %s", p.h.ID)
+	}
+	at, err := time.Parse(time.RFC3339Nano, *l.Timestamp)
+	if err != nil {
+		return fail("@timestamp", *l.Timestamp, "not a timestamp (want RFC 3339, e.g. 2026-01-31T14:05:00.000Z)")
+	}
+	if l.Prediction == nil {
+		return fail("ward.prediction", "", "required value is missing")
+	}
+	pred := store.Prediction{Hospital: *l.Hospital, RequestID: *l.RequestID, ModelVersion: *l.Version, ModelDigest: *l.Digest,
+		Predicted: *l.Prediction, Time: at}
+	if l.Item != nil {
+		if *l.Item < 0 {
+			return fail("ward.item", strconv.Itoa(*l.Item), "below the minimum 0")
+		}
+		pred.Item = *l.Item
+	}
+	if l.CaseID != nil {
+		pred.CaseID = *l.CaseID
+	}
+	switch {
+	case len(l.Inputs) > 0 && !bytes.Equal(l.Inputs, []byte("null")):
+		if l.Inputs[0] != '{' {
+			return fail("ward.inputs", string(l.Inputs), "not a JSON object")
+		}
+		pred.Inputs = l.Inputs
+	case l.InputsHash != nil && *l.InputsHash != "":
+		pred.InputsHash = *l.InputsHash
+	default:
+		return fail("ward.inputs", "", "required value is missing (and no ward.inputs_hash)")
+	}
+	return pred, nil
+}
+
+// jsonKind names what a field of logLine wants.
+func jsonKind(t reflect.Type) string {
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Float64:
+		return "a number"
+	case reflect.Int:
+		return "a whole number"
+	case reflect.String:
+		return "a string"
+	}
+	return "a JSON object"
+}
