@@ -297,4 +297,3 @@ func messages(sum *ingest.Summary) string {
 	}
 	return b.String()
 }
-

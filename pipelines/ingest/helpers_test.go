@@ -108,7 +108,9 @@ func (g *group) summary(id string) synth.HospitalSummary {
 }
 
 // inbound is a hospital's folder in the drop box.
-func (g *group) inbound(id string) string { return filepath.Join(g.sum.SFTP, g.hospital(id).Inbound.Folder) }
+func (g *group) inbound(id string) string {
+	return filepath.Join(g.sum.SFTP, g.hospital(id).Inbound.Folder)
+}
 
 // rig is one database and one staging folder that runs share.
 type rig struct {
