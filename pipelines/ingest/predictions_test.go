@@ -37,10 +37,10 @@ func TestPredictionLogs(t *testing.T) {
 			}
 			lines = append(lines, predLine("riverside", fmt.Sprintf("req-%02d", i), 0, version, 1000+float64(i)))
 		}
-		lines = append(lines, predLine("riverside", "req-05", 0, "2024.02.1", 1005)) // line 61: a repeat
-		lines = append(lines, `{"@timestamp": "2024-03-05T10:00:00Z", "ward.request_id": `)  // line 62: malformed
-		lines = append(lines, predLine("st-olaf", "req-99", 0, "2024.02.1", 5))            // line 63: another hospital
-		lines = append(lines, predLine("riverside", "req-60", 1, "2024.02.1", 7))          // a second item
+		lines = append(lines, predLine("riverside", "req-05", 0, "2024.02.1", 1005))        // line 61: a repeat
+		lines = append(lines, `{"@timestamp": "2024-03-05T10:00:00Z", "ward.request_id": `) // line 62: malformed
+		lines = append(lines, predLine("st-olaf", "req-99", 0, "2024.02.1", 5))             // line 63: another hospital
+		lines = append(lines, predLine("riverside", "req-60", 1, "2024.02.1", 7))           // a second item
 		write := func(name string, lines []string) {
 			if err := os.WriteFile(filepath.Join(inbound, name), ageSeal(t, g, []byte(strings.Join(lines, "\n")+"\n")), 0o644); err != nil {
 				t.Fatal(err)
