@@ -432,3 +432,31 @@ func (f evilInfo) Mode() os.FileMode  { return 0o644 }
 func (f evilInfo) ModTime() time.Time { return time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC) }
 func (f evilInfo) IsDir() bool        { return false }
 func (f evilInfo) Sys() any           { return nil }
+
+// The same content under another name is recognised: recorded as a
+// duplicate, not loaded again, and skipped by the next run.
+func TestSameContentUnderAnotherName(t *testing.T) {
+	g := cleanGroup(t)
+	engines(t, func(t *testing.T, url string) {
+		box := dropBox(t, g)
+		inbound := filepath.Join(box, "riverside", "inbound")
+		if err := os.WriteFile(filepath.Join(inbound, "cases_2024-02b.csv.age"), mustRead(t, filepath.Join(inbound, "cases_2024-02.csv.age")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r := newRig(t, url)
+		sum := r.run(g, fetch.Dir(box), g.hs)
+		f := file(t, sum, "cases_2024-02b.csv.age")
+		if f.Outcome != ingest.Duplicate || !strings.Contains(f.Reason, "was loaded as cases_2024-02.csv.age on ") {
+			t.Fatalf("%s", f.Message())
+		}
+		checkGoodLoaded(t, r, g, sum, 0, 0)
+		var state string
+		if err := r.db().QueryRow("SELECT state FROM ward_files WHERE name = 'cases_2024-02b.csv.age'").Scan(&state); err != nil || state != "duplicate" {
+			t.Fatalf("ledger: %q %v", state, err)
+		}
+		sum = r.run(g, fetch.Dir(box), g.hs)
+		if f = file(t, sum, "cases_2024-02b.csv.age"); f.Outcome != ingest.Skipped {
+			t.Fatalf("next run: %s", f.Message())
+		}
+	})
+}

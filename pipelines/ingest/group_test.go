@@ -31,8 +31,8 @@ import (
 // files, the rows rejected are the dirt synth put in, a correction file
 // replaced the bills it re-sent, and a second run loads nothing.
 func TestGroupEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("the whole group takes a while")
+	if testing.Short() || raceEnabled {
+		t.Skip("the whole group takes a while; it runs without -short and -race")
 	}
 	gpg := testenv.LookPath(t, "gpg", "gnupg")
 	ageCLI := testenv.LookPath(t, "age", "age")

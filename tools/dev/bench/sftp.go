@@ -21,18 +21,20 @@ import (
 	"github.com/wardml/ward/pipelines/ingest/staging"
 )
 
-var sftpFlags struct {
+// sftpFlags has its defaults here, so that bench ingest, which runs this
+// benchmark after its own, gets them too.
+var sftpFlags = struct {
 	size int
 	runs int
-}
+}{size: 200, runs: 3}
 
 func init() {
 	register(&benchmark{
 		Name:    "sftp",
 		Summary: "download a 200 MB file from a real sshd: ward's fetch vs OpenSSH's sftp client",
 		Flags: func(fs *flag.FlagSet) {
-			fs.IntVar(&sftpFlags.size, "size", 200, "file size in MB")
-			fs.IntVar(&sftpFlags.runs, "runs", 3, "downloads per client (the best counts)")
+			fs.IntVar(&sftpFlags.size, "size", sftpFlags.size, "file size in MB")
+			fs.IntVar(&sftpFlags.runs, "runs", sftpFlags.runs, "downloads per client (the best counts)")
 		},
 		Run: benchSFTP,
 	})
