@@ -255,4 +255,3 @@ func ingestChild(ctx context.Context) error {
 	}
 	return json.NewEncoder(os.Stdout).Encode(childResult{Rows: total.Rows, Seconds: secs, PeakRSS: p})
 }
-
