@@ -214,3 +214,12 @@ func file(t *testing.T, sum *ingest.Summary, name string) ingest.FileResult {
 	t.Fatalf("no result for %s in %+v", name, sum)
 	return ingest.FileResult{}
 }
+
+func mustRead(t *testing.T, file string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
