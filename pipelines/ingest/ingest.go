@@ -358,9 +358,13 @@ func (p *pipeline) hospital(ctx context.Context, h *contract.Hospital, l *fetch.
 		r.Error = err.Error()
 		return
 	}
+	byName := map[string][]store.File{}
+	for _, e := range ledger {
+		byName[e.Name] = append(byName[e.Name], e)
+	}
 	var todo []fetch.File
 	for _, f := range l.Ready {
-		if e := known(ledger, f); e != nil {
+		if e := known(byName[f.Name], f); e != nil {
 			p.done(r, FileResult{Hospital: h.ID, Name: f.Name, Table: tableOf(f), Size: f.Size, SHA256: e.SHA256, Outcome: Skipped,
 				Reason: fmt.Sprintf("%s on %s (same name and size)", e.State, e.Changed.Format(time.RFC3339))})
 			continue
@@ -412,14 +416,15 @@ func (p *pipeline) lock(ctx context.Context, hospital string) (*store.Lock, erro
 	return p.st.Lock(wait, hospital, "ingest")
 }
 
-// known returns the ledger entry by which a listed file counts as done:
-// one loaded (or recorded as a duplicate) with the same name and size.
-// The content is not known before the download; a file re-sent under its
-// old name with other bytes of the same size is taken for the old one.
-func known(ledger []store.File, f fetch.File) *store.File {
-	for i, e := range ledger {
-		if e.Name == f.Name && e.Size == f.Size && (e.State == store.Loaded || e.State == store.Duplicate) {
-			return &ledger[i]
+// known returns the ledger entry (of those with the file's name) by which
+// a listed file counts as done: one loaded, or recorded as a duplicate,
+// with the same size. The content is not known before the download; a
+// file re-sent under its old name with other bytes of the same size is
+// taken for the old one.
+func known(entries []store.File, f fetch.File) *store.File {
+	for i, e := range entries {
+		if e.Size == f.Size && (e.State == store.Loaded || e.State == store.Duplicate) {
+			return &entries[i]
 		}
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -43,15 +44,16 @@ func init() {
 			fs.BoolVar(&ingestBench.sftp, "sftp", true, "also run the SFTP download comparison (bench sftp)")
 			fs.StringVar(&ingestBench.child, "child", "", "internal: the drop box the child ingests")
 			fs.StringVar(&ingestBench.contracts, "contracts", "", "internal: the child's contracts folder")
+			fs.StringVar(&ingestBench.cpuprofile, "cpuprofile", "", "write a CPU profile of ward's side (the last run at N rows) to `FILE`")
 		},
 		Run: runIngestBench,
 	})
 }
 
 var ingestBench struct {
-	rows, runs                 int
-	postgres, child, contracts string
-	sftp                       bool
+	rows, runs                             int
+	postgres, child, contracts, cpuprofile string
+	sftp                                   bool
 }
 
 // benchContract is the synthetic cases shape (the contract in testdata),
@@ -158,7 +160,11 @@ func runIngestBench(ctx context.Context) error {
 	}
 	child := func(box string) (childResult, error) {
 		var r childResult
-		cmd := exec.CommandContext(ctx, os.Args[0], "ingest", "-child", box, "-contracts", contracts, "-postgres", url)
+		args := []string{"ingest", "-child", box, "-contracts", contracts, "-postgres", url}
+		if ingestBench.cpuprofile != "" && box == boxes[ingestBench.rows] {
+			args = append(args, "-cpuprofile", ingestBench.cpuprofile)
+		}
+		cmd := exec.CommandContext(ctx, os.Args[0], args...)
 		cmd.Stderr = os.Stderr
 		out, err := cmd.Output()
 		if err != nil {
@@ -241,6 +247,17 @@ func ingestChild(ctx context.Context) error {
 	keys, err := decrypt.Load()
 	if err != nil {
 		return err
+	}
+	if ingestBench.cpuprofile != "" {
+		f, err := os.Create(ingestBench.cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	start := time.Now()
 	sum := ingest.Run(ctx, hs, fetch.Dir(ingestBench.child), st, stage, keys)
