@@ -286,6 +286,9 @@ func (c *Column) parse(raw string) (Value, *FieldError) {
 	case Date:
 		layout := c.layout
 		if layout == "" {
+			if days, ok := isoDate(s); ok {
+				return Value{Num: float64(days)}, nil
+			}
 			layout = "2006-01-02"
 		}
 		t, err := time.Parse(layout, s)
@@ -307,6 +310,45 @@ func (c *Column) parse(raw string) (Value, *FieldError) {
 		return Value{Num: float64(t.UnixNano()) / 1e9}, nil
 	}
 	return Missing, c.fail(raw, "unknown type "+string(c.Type))
+}
+
+// isoDate reads YYYY-MM-DD as days since 1970-01-01 without time.Parse,
+// which costs a fifth of the time of an extract's load; anything else, or an
+// impossible date, is left to time.Parse and its error.
+func isoDate(s string) (int64, bool) {
+	if len(s) != 10 || s[4] != '-' || s[7] != '-' {
+		return 0, false
+	}
+	num := func(b string) (int64, bool) {
+		var n int64
+		for i := 0; i < len(b); i++ {
+			if b[i] < '0' || b[i] > '9' {
+				return 0, false
+			}
+			n = n*10 + int64(b[i]-'0')
+		}
+		return n, true
+	}
+	y, ok1 := num(s[:4])
+	m, ok2 := num(s[5:7])
+	d, ok3 := num(s[8:])
+	if !ok1 || !ok2 || !ok3 || m < 1 || m > 12 || d < 1 || d > int64(daysIn(time.Month(m), int(y))) {
+		return 0, false
+	}
+	// Days from the civil date (H. Hinnant's algorithm).
+	if m <= 2 {
+		y--
+	}
+	era := y / 400
+	yoe := y - era*400
+	mp := (m + 9) % 12
+	doy := (153*mp+2)/5 + d - 1
+	doe := yoe*365 + yoe/4 - yoe/100 + doy
+	return era*146097 + doe - 719468, true
+}
+
+func daysIn(m time.Month, year int) int {
+	return time.Date(year, m+1, 0, 0, 0, 0, 0, time.UTC).Day()
 }
 
 func formatName(format, def string) string {

@@ -97,7 +97,7 @@ type Extractor struct {
 	used  bool
 	first *Failure
 
-	keys    map[[2]uint64]int64
+	keys    *keySet
 	keyBuf  []byte
 	keyCols []int
 	timeCol int
@@ -234,7 +234,10 @@ func (x *Extractor) run(yield func([]models.Value, error) bool) error {
 	if x.cfg.rejects != nil {
 		x.rej = newRejectWriter(x.cfg.rejects, hdr)
 	}
-	x.keys = map[[2]uint64]int64{}
+	if x.keys, err = newKeySet(""); err != nil {
+		return err
+	}
+	defer x.keys.close()
 
 	// Reading and parsing cells (the bulk of the work) runs in a goroutine
 	// of its own, a batch ahead of the checks that need file order (keys)
@@ -247,6 +250,37 @@ func (x *Extractor) run(yield func([]models.Value, error) bool) error {
 		for range batches {
 		}
 	}()
+	// accept passes a good row to the loader.
+	accept := func(row []models.Value) error {
+		if x.timeCol >= 0 && !row[x.timeCol].Null && (x.rep.Good == 0 || row[x.timeCol].Num > x.newest) {
+			x.newest = row[x.timeCol].Num
+		}
+		x.rep.Good++
+		if !yield(row, nil) {
+			return errStopped
+		}
+		return nil
+	}
+	// reject keeps a row that failed, with its reasons.
+	reject := func(raw []string, rowNum int64, reasons []string) error {
+		x.rep.Rejected++
+		if x.rej != nil {
+			if err := x.rej.write(raw, rowNum, reasons); err != nil {
+				return fmt.Errorf("rejected rows: %w", err)
+			}
+		}
+		return nil
+	}
+	// settle decides the rows the key check held back.
+	settle := func() error {
+		return x.keys.settle(func(w waitingRow, first int64) error {
+			if first == w.num {
+				return accept(w.row)
+			}
+			f := x.dupFailure(w.row, w.num, w.line, first)
+			return reject(fileOrder(w.row, idx, len(hdr), x.t.Columns), w.num, []string{x.fail(*f)})
+		})
+	}
 	var reasons []string
 	for b := range batches {
 		for i := range b.rows {
@@ -258,27 +292,27 @@ func (x *Extractor) run(yield func([]models.Value, error) bool) error {
 				f.Row = rowNum
 				reasons = append(reasons, x.fail(f))
 			}
-			if len(reasons) == 0 {
-				if f := x.checkKey(p.row, rowNum, p.line); f != nil {
-					reasons = append(reasons, x.fail(*f))
-					p.raw = fileOrder(p.row, idx, len(hdr), x.t.Columns)
-				}
-			}
 			if len(reasons) > 0 {
-				x.rep.Rejected++
-				if x.rej != nil {
-					if err := x.rej.write(p.raw, rowNum, reasons); err != nil {
-						return fmt.Errorf("rejected rows: %w", err)
+				if err := reject(p.raw, rowNum, reasons); err != nil {
+					return err
+				}
+				continue
+			}
+			h := x.keyHash(p.row)
+			cleared, err := x.keys.add(h, rowNum)
+			if err != nil {
+				return err
+			}
+			if !cleared {
+				if x.keys.wait(h, p.row, rowNum, p.line) {
+					if err := settle(); err != nil {
+						return err
 					}
 				}
 				continue
 			}
-			if x.timeCol >= 0 && !p.row[x.timeCol].Null && (x.rep.Good == 0 || p.row[x.timeCol].Num > x.newest) {
-				x.newest = p.row[x.timeCol].Num
-			}
-			x.rep.Good++
-			if !yield(p.row, nil) {
-				return errStopped
+			if err := accept(p.row); err != nil {
+				return err
 			}
 		}
 		if b.err == io.EOF {
@@ -287,6 +321,9 @@ func (x *Extractor) run(yield func([]models.Value, error) bool) error {
 		if b.err != nil {
 			return x.fatal(b.err)
 		}
+	}
+	if err := settle(); err != nil {
+		return err
 	}
 	return x.fileChecks()
 }
@@ -460,14 +497,12 @@ func plural(n int, word string) string {
 	return word + "s"
 }
 
-// checkKey rejects a row whose key an earlier row of the file has: the
-// database upserts by key, so two rows with one key would silently lose one.
-//
-// Keys are remembered by a 128-bit hash, not as strings: a million keys
-// then cost no allocation and ~30 MB that the garbage collector need not
-// scan. Two different keys share a hash with a probability of about 2^-128
-// per pair (1e-27 for a million rows), far below any hardware error rate.
-func (x *Extractor) checkKey(row []models.Value, rowNum, line int64) *Failure {
+// keyHash is the key of a row, as a 128-bit hash: the database upserts by
+// key, so two rows of one file with one key would silently lose one, and
+// the key check (keySet) remembers every key of the file by its hash. Two
+// different keys share a hash with a probability of about 2^-128 per pair
+// (1e-27 for a million rows), far below any hardware error rate.
+func (x *Extractor) keyHash(row []models.Value) [2]uint64 {
 	b := x.keyBuf[:0]
 	for _, j := range x.keyCols {
 		if x.t.Columns[j].Type == models.String {
@@ -478,16 +513,16 @@ func (x *Extractor) checkKey(row []models.Value, rowNum, line int64) *Failure {
 		}
 	}
 	x.keyBuf = b
-	h := [2]uint64{maphash.Bytes(keySeeds[0], b), maphash.Bytes(keySeeds[1], b)}
-	if first, dup := x.keys[h]; dup {
-		vals := make([]string, len(x.keyCols))
-		for i, j := range x.keyCols {
-			vals[i] = row[j].Format(x.t.Columns[j].Type)
-		}
-		return &Failure{Row: rowNum, Line: line, Column: strings.Join(x.t.Key, ","), Value: strings.Join(vals, ","), Reason: fmt.Sprintf("duplicate key: first seen in row %d", first)}
+	return [2]uint64{maphash.Bytes(keySeeds[0], b), maphash.Bytes(keySeeds[1], b)}
+}
+
+// dupFailure is the failure of a row whose key row first has already.
+func (x *Extractor) dupFailure(row []models.Value, rowNum, line, first int64) *Failure {
+	vals := make([]string, len(x.keyCols))
+	for i, j := range x.keyCols {
+		vals[i] = row[j].Format(x.t.Columns[j].Type)
 	}
-	x.keys[h] = rowNum
-	return nil
+	return &Failure{Row: rowNum, Line: line, Column: strings.Join(x.t.Key, ","), Value: strings.Join(vals, ","), Reason: fmt.Sprintf("duplicate key: first seen in row %d", first)}
 }
 
 var keySeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
