@@ -99,7 +99,7 @@ func (p *dataset) advise(err error, sp Split) error {
 	case errors.Is(err, models.ErrTooFewRows):
 		return fmt.Errorf("%w (%s; training.min_rows is %d): wait for more data, or lower min_rows or the validation window in the contract", err, where, p.h.Training.MinRows)
 	case errors.Is(err, models.ErrNoValidation):
-		return fmt.Errorf("%w (%s): the window needs cases with a %s; shorten split.validation, or load the extracts that bring them", err, where, p.h.Training.Target)
+		return fmt.Errorf("%w (%s): its cases have no %s yet; load the extracts that bring them, shorten split.validation, or drop such cases (cleaning: drop_missing) so that the window ends with the last case that has one", err, where, p.h.Training.Target)
 	case errors.Is(err, models.ErrNoTarget):
 		return fmt.Errorf("%w (%s): the cases in the database have no %s; check the extracts", err, where, p.h.Training.Target)
 	}
