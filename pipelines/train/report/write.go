@@ -146,14 +146,14 @@ func writeHospital(dir string, r *train.Result) error {
 	}
 	final := filepath.Join(dir, r.Hospital)
 	if _, err := os.Stat(final); err == nil {
-		// Renaming onto an empty folder replaces it: the old one goes
-		// aside in one step, then the new one takes its name.
-		old, err := os.MkdirTemp(dir, "."+r.Hospital+".old-")
+		// The old folder goes aside in one step (into a folder of its
+		// own, whose name is free), then the new one takes its name.
+		aside, err := os.MkdirTemp(dir, "."+r.Hospital+".old-")
 		if err != nil {
 			return fmt.Errorf("output %s: %w", r.Hospital, err)
 		}
-		defer os.RemoveAll(old)
-		if err := os.Rename(final, old); err != nil {
+		defer os.RemoveAll(aside)
+		if err := os.Rename(final, filepath.Join(aside, r.Hospital)); err != nil {
 			return fmt.Errorf("output %s: %w", r.Hospital, err)
 		}
 	}
