@@ -1,5 +1,5 @@
 // Package traintest fills a store with a synthetic hospital group for the
-// tests of the training stage and of `ward train`: it writes the group with
+// tests and the benchmark of the training stage and of `ward train`: it writes the group with
 // pipelines/synth (plaintext, `ward synth --encrypt none`) and loads every
 // extract the way ingest does, through ingest's own parser
 // (pipelines/ingest/extract) and the store's Load, in file name order. It is
@@ -37,21 +37,32 @@ func Group(t testing.TB, opts ...synth.Option) string {
 	return sum.Contracts
 }
 
-// Load loads every extract of the hospitals found under contracts into s:
-// the files in DIR/../sftp/<inbound folder>/, in name order (a month's file
-// before its correction). A file that ingest would quarantine fails the
-// test; rejected rows are left out, as ingest leaves them.
+// Load loads every extract of the hospitals found under contracts into s
+// (LoadGroup), and fails the test on an error.
 func Load(t testing.TB, s *store.Store, contracts string) []*contract.Hospital {
 	t.Helper()
-	hs, err := contract.LoadAll(contracts)
+	hs, err := LoadGroup(s, contracts)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return hs
+}
+
+// LoadGroup loads every extract of the hospitals found under contracts
+// into s: the files in DIR/../sftp/<inbound folder>/, in name order (a
+// month's file before its correction). A file that ingest would
+// quarantine is an error; rejected rows are left out, as ingest leaves
+// them.
+func LoadGroup(s *store.Store, contracts string) ([]*contract.Hospital, error) {
+	hs, err := contract.LoadAll(contracts)
+	if err != nil {
+		return nil, err
 	}
 	for _, h := range hs {
 		dir := filepath.Join(filepath.Dir(contracts), "sftp", filepath.FromSlash(h.Inbound.Folder))
 		entries, err := os.ReadDir(dir)
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		names := make([]string, 0, len(entries))
 		for _, e := range entries {
@@ -62,11 +73,11 @@ func Load(t testing.TB, s *store.Store, contracts string) []*contract.Hospital {
 		sort.Strings(names)
 		for _, name := range names {
 			if err := LoadFile(s, h, filepath.Join(dir, name)); err != nil {
-				t.Fatal(err)
+				return nil, err
 			}
 		}
 	}
-	return hs
+	return hs, nil
 }
 
 // LoadFile loads one plaintext extract of hospital h into s.
