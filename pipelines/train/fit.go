@@ -41,9 +41,7 @@ func (v view) cases() models.Cases {
 		}
 		for _, i := range v.idx {
 			r := v.p.rows[i]
-			for j, c := range v.inputs {
-				row[j] = r[c]
-			}
+			project(row, r, v.inputs)
 			target := r[v.p.target]
 			for _, c := range v.caps {
 				capAt(&target, c, c.col == v.p.target)
@@ -61,6 +59,14 @@ func (v view) cases() models.Cases {
 			}
 		}
 	}
+}
+
+// project copies the columns cols of row r into dst, in order.
+func project(dst, r []models.Value, cols []int) []models.Value {
+	for j, c := range cols {
+		dst[j] = r[c]
+	}
+	return dst
 }
 
 // capAt lowers v to the cap's limit when the cap applies to it.
@@ -145,7 +151,7 @@ func fitHospital(r *Result, p *dataset, baseline *models.Artifact) {
 		r.Err = err
 		return
 	}
-	r.Gate = p.gate(a, baseline)
+	r.Gate = p.gate(r.Points, baseline)
 }
 
 // backtest fits the folds of a rolling-origin backtest: the first is the
@@ -188,10 +194,7 @@ func (p *dataset) points(a *models.Artifact) ([]Point, error) {
 			if r[p.target].Null {
 				continue
 			}
-			for j, c := range p.inputs {
-				row[j] = r[c]
-			}
-			pr, err := a.Predict(&s, row)
+			pr, err := a.Predict(&s, project(row, r, p.inputs))
 			if err != nil {
 				return nil, fmt.Errorf("case %d: %w", i+1, err)
 			}

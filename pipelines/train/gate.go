@@ -27,59 +27,19 @@ type Gate struct {
 	Reason string `json:"reason"`
 }
 
-// gate scores the new model and the one in production (nil: none) on the
-// validation cases of the main split. A production model that cannot be
-// scored on them (it reads a column the contract no longer has, or of
-// another type) fails the gate: nothing shows the new model is no worse,
-// so a person decides.
-func (p *dataset) gate(a, production *models.Artifact) Gate {
+// gate scores the new model (its predictions of the validation cases,
+// points) and the one in production (nil: none) on the same cases. A
+// production model that cannot be scored on them (it reads a column the
+// contract no longer has, or of another type) fails the gate: nothing
+// shows the new model is no worse, so a person decides.
+func (p *dataset) gate(points []Point, production *models.Artifact) Gate {
 	tr := p.h.Training
 	g := Gate{Metric: tr.Gate.Metric, MaxRegression: *tr.Gate.MaxRegression}
-	var cols []int
-	if production != nil {
-		g.ProductionVersion = production.Version
-		for _, in := range production.Inputs {
-			j := p.column(in.Name)
-			switch {
-			case j < 0:
-				g.Reason = fmt.Sprintf("the production model %s reads column %s, which the contract no longer has: the two cannot be compared on the same cases; a person decides", production.Version, in.Name)
-				return g
-			case p.cols[j].Type != in.Type:
-				g.Reason = fmt.Sprintf("the production model %s reads column %s as %s, and the contract now has it as %s: the two cannot be compared on the same cases; a person decides", production.Version, in.Name, in.Type, p.cols[j].Type)
-				return g
-			}
-			cols = append(cols, j)
+	var actual, mine []float64
+	for _, pt := range points {
+		if pt.Validation {
+			actual, mine = append(actual, pt.Actual), append(mine, pt.Predicted)
 		}
-	}
-	var s models.Sparse
-	row := make([]models.Value, len(p.inputs))
-	prow := make([]models.Value, len(cols))
-	var actual, mine, theirs []float64
-	for _, i := range p.main.valid {
-		r := p.rows[i]
-		if r[p.target].Null {
-			continue
-		}
-		for j, c := range p.inputs {
-			row[j] = r[c]
-		}
-		pr, err := a.Predict(&s, row)
-		if err != nil {
-			g.Reason = fmt.Sprintf("the new model cannot predict validation case %d: %v", i+1, err)
-			return g
-		}
-		actual, mine = append(actual, r[p.target].Num), append(mine, pr.Value)
-		if production == nil {
-			continue
-		}
-		for j, c := range cols {
-			prow[j] = r[c]
-		}
-		if pr, err = production.Predict(&s, prow); err != nil {
-			g.Reason = fmt.Sprintf("the production model %s cannot predict validation case %d: %v; a person decides", production.Version, i+1, err)
-			return g
-		}
-		theirs = append(theirs, pr.Value)
 	}
 	g.Cases = len(actual)
 	g.New = metricOf(models.Evaluate(actual, mine), g.Metric)
@@ -88,10 +48,37 @@ func (p *dataset) gate(a, production *models.Artifact) Gate {
 		g.Reason = "no model in production: nothing to compare with"
 		return g
 	}
+	g.ProductionVersion = production.Version
+	var cols []int
+	for _, in := range production.Inputs {
+		j := p.column(in.Name)
+		switch {
+		case j < 0:
+			g.Reason = fmt.Sprintf("the production model %s reads column %s, which the contract no longer has: the two cannot be compared on the same cases; a person decides", production.Version, in.Name)
+			return g
+		case p.cols[j].Type != in.Type:
+			g.Reason = fmt.Sprintf("the production model %s reads column %s as %s, and the contract now has it as %s: the two cannot be compared on the same cases; a person decides", production.Version, in.Name, in.Type, p.cols[j].Type)
+			return g
+		}
+		cols = append(cols, j)
+	}
+	var s models.Sparse
+	row := make([]models.Value, len(cols))
+	var theirs []float64
+	for _, i := range p.main.valid {
+		if p.rows[i][p.target].Null {
+			continue
+		}
+		pr, err := production.Predict(&s, project(row, p.rows[i], cols))
+		if err != nil {
+			g.Reason = fmt.Sprintf("the production model %s cannot predict validation case %d: %v; a person decides", production.Version, i+1, err)
+			return g
+		}
+		theirs = append(theirs, pr.Value)
+	}
 	prod := metricOf(models.Evaluate(actual, theirs), g.Metric)
 	g.Production = &prod
-	limit := prod * (1 + g.MaxRegression)
-	g.Passed = g.New <= limit
+	g.Passed = g.New <= prod*(1+g.MaxRegression)
 	verdict := "passed"
 	if !g.Passed {
 		verdict = "failed"

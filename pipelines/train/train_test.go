@@ -20,8 +20,8 @@ import (
 // show up in what training reports, the artifacts are the same bytes run
 // after run, hospital by hospital or all at once, and on either engine.
 func TestSynthGroup(t *testing.T) {
-	if testing.Short() {
-		t.Skip("trains the whole synthetic group on two engines")
+	if testing.Short() || raceEnabled {
+		t.Skip("trains the whole synthetic group on two engines (-short, or the race detector, which the smaller tests feed the same concurrent code)")
 	}
 	ctx := context.Background()
 	contracts := traintest.Group(t)

@@ -91,7 +91,7 @@ func document(r *train.Result) (*doc, []plotFile) {
 	if r.Gate.Passed {
 		d.p("PASSED: %s.", r.Gate.Reason)
 	} else {
-		d.p("FAILED: %s. The model is written so that a person can look at it; ward package refuses it unless forced.", r.Gate.Reason)
+		d.p("FAILED: %s. The model is written so that a person can look at it, and marked failed in metrics.json and summary.json.", r.Gate.Reason)
 	}
 	if r.Gate.Production != nil {
 		d.table([]string{"model", r.Gate.Metric, "cases"}, [][]string{
@@ -134,8 +134,9 @@ func document(r *train.Result) (*doc, []plotFile) {
 		head = append(head, fmt.Sprintf("calibrated (target under-estimate rate %s)", percent(r.Calibration.UnderRate)))
 	}
 	d.table(head, metricRows(v.Metrics, v.Calibrated))
+	d.p("MAE and RMSE are in the unit of %s; MAPE and median APE are absolute percentage errors, shown only when every actual value is above zero; the under-estimate rate is the share of cases predicted below their actual value (the group prefers over-estimates).", a.Target.Column)
 	if c := r.Calibration; c != nil {
-		d.p("Calibration moves every prediction by %s, the quantile of the validation residuals that leaves %s of the cases predicted below their actual value (the group prefers over-estimates). MAPE and median APE are absolute percentage errors; they are shown only when every actual value is above zero.",
+		d.p("Calibration moves every prediction by %s: the quantile of the validation residuals that leaves %s of the cases predicted below their actual value.",
 			shiftText(c.Shift, a.Target.Transform), percent(c.UnderRate))
 	}
 
