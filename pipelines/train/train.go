@@ -33,7 +33,13 @@ import (
 type Result struct {
 	Hospital string `json:"hospital"`
 	Name     string `json:"name"`
-	// Version is the model's version (see Version); empty on an error.
+	// Version is the model's version, YYYY.MM-HASH: the month of the last
+	// case of the validation window (the data's end), then the first 12
+	// hex digits of the SHA-256 of the artifact without its version (the
+	// content hash models.Fit gives). The same data, contract and ward
+	// give the same version; a deploy message reads as when the data
+	// ends. A contract without a time column has the hash alone. Empty on
+	// an error.
 	Version string `json:"version,omitempty"`
 	// Error says why there is no model; the rest may be partly filled.
 	Error string `json:"error,omitempty"`

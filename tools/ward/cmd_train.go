@@ -38,9 +38,10 @@ the one in production (--baseline, the artifact it was deployed with), on the
 same window, by the contract's gate metric and max_regression.
 
 Writes DIR/<id>/model.json (the artifact: the same data and contract give the
-same bytes) and DIR/<id>/report/ (report.md, report.html with the plots
-inlined, metrics.json, the PNG plots), which ward package attaches to the
-image, and DIR/summary.json. A hospital that fails keeps what an earlier run
+same bytes, and the same version, YYYY.MM-HASH: the month the data ends and
+the artifact's content hash), DIR/<id>/report/ (report.md, report.html with
+the plots inlined, metrics.json, the PNG plots), which ward package attaches
+to the image, and DIR/summary.json. A hospital that fails keeps what an earlier run
 wrote. A model whose gate failed is written all the same, marked failed in
 metrics.json and summary.json, for a person to look at.
 
