@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+
+	"github.com/wardml/ward/internal/contract"
+	"github.com/wardml/ward/internal/exit"
+	"github.com/wardml/ward/models"
+	"github.com/wardml/ward/pipelines/store"
+	"github.com/wardml/ward/pipelines/train"
+	"github.com/wardml/ward/pipelines/train/report"
+)
+
+func init() {
+	var (
+		ids, baselines stringList
+		all            bool
+		out            string
+		parallel       int
+	)
+	register(&Command{
+		Name:    "train",
+		Summary: "Train each hospital's model from the database: artifact, report with plots, gate",
+		Usage:   "train (--hospital ID ... | --all) --out DIR [--baseline FILE ...] [--parallel N] [--output json]",
+		Help: `Reads each hospital's cases from the database (WARD_DATABASE), cleans them
+as its contract says, validates on the last window of time (split.validation),
+and fits a ridge model. Beside it the report shows the same model under a
+random split, a pooled model over the hospitals with compatible features
+(their rows are read too, so one hospital per CI job gets the same baseline),
+a rolling-origin backtest (split.folds), and the gate: the new model against
+the one in production (--baseline, the artifact it was deployed with), on the
+same window, by the contract's gate metric and max_regression.
+
+Writes DIR/<id>/model.json (the artifact: the same data and contract give the
+same bytes, and the same version, YYYY.MM-HASH: the month the data ends and
+the artifact's content hash), DIR/<id>/report/ (report.md, report.html with
+the plots inlined, metrics.json, the PNG plots), which ward package attaches
+to the image, and DIR/summary.json. A hospital that fails keeps what an earlier run
+wrote. A model whose gate failed is written all the same, marked failed in
+metrics.json and summary.json, for a person to look at.
+
+Exit codes: 0 every model trained and passed its gate; 1 a hospital could not
+be trained (bad data: its error says what to do; the others are written);
+3 every model trained and a gate failed; 2 bad flags, contracts, baseline
+files or database.`,
+		Example: `ward train --all --out .ward/models
+ward train --hospital st-olaf --out .ward/models --baseline deployed/st-olaf/model.json
+ward train --all --out .ward/models --parallel 2 --output json`,
+		Output: true,
+		Flags: func(fs *flag.FlagSet) {
+			// Repeatable flags append: start each command line afresh.
+			ids, baselines = nil, nil
+			fs.Var(&ids, "hospital", "hospital `ID` to train (repeatable)")
+			fs.BoolVar(&all, "all", false, "train every hospital")
+			fs.StringVar(&out, "out", "", "output `DIR`")
+			fs.Var(&baselines, "baseline", "the model in production of a hospital, an artifact `FILE` (repeatable)")
+			fs.IntVar(&parallel, "parallel", runtime.NumCPU(), "hospitals read, fitted and rendered at once")
+		},
+		Run: func(ctx context.Context, app *App, _ []string) error {
+			if out == "" {
+				return exit.With(exit.Config, errors.New("--out: missing (the folder to write the models and reports to)"))
+			}
+			if all && len(ids) > 0 {
+				return exit.With(exit.Config, errors.New("give --hospital ID or --all, not both"))
+			}
+			group, err := contract.LoadAll(app.Config.Hospitals())
+			if err != nil {
+				return exit.With(exit.Config, err)
+			}
+			selected, err := contract.Select(app.Config.Hospitals(), ids, all)
+			if err != nil {
+				return exit.With(exit.Config, err)
+			}
+			opts := []train.Option{train.WithParallel(parallel)}
+			for _, f := range baselines {
+				a, err := readArtifact(f)
+				if err != nil {
+					return exit.With(exit.Config, fmt.Errorf("--baseline %s: %w", f, err))
+				}
+				opts = append(opts, train.WithBaseline(a))
+			}
+			st, err := store.Open(ctx, app.Config.Database())
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+
+			names := make([]string, len(selected))
+			for i, h := range selected {
+				names[i] = h.ID
+			}
+			results, err := train.Run(ctx, st, group, names, opts...)
+			if err != nil {
+				return exit.With(exit.Config, err)
+			}
+			sum, werr := report.Write(out, results, report.WithParallel(parallel))
+			failed, gated := 0, 0
+			for i, l := range sum.Hospitals {
+				switch {
+				case l.Error != "":
+					failed++
+					app.Log.Error("training failed", "event.action", "train", "event.outcome", "failure", "ward.hospital", l.Hospital, "error.message", l.Error)
+				case l.Gate == report.GateFailed:
+					gated++
+					app.Log.Warn("gate failed", "event.action", "train", "event.outcome", "failure", "ward.hospital", l.Hospital,
+						"ward.version", l.Version, "ward.gate", results[i].Gate.Reason)
+				default:
+					app.Log.Info("model trained", "event.action", "train", "event.outcome", "success", "ward.hospital", l.Hospital,
+						"ward.version", l.Version, "ward.model", l.Model, "ward.gate", results[i].Gate.Reason)
+				}
+			}
+			if err := app.Print(sum, func(w io.Writer) { sum.WriteTable(w) }); err != nil {
+				return err
+			}
+			switch {
+			case failed > 0:
+				return exit.With(exit.Failure, fmt.Errorf("%d of %d hospitals could not be trained (the others were written to %s): %w", failed, len(results), out, errors.Join(failedErrors(results, werr)...)))
+			case gated > 0:
+				return exit.With(exit.GateFailed, fmt.Errorf("the gate failed for %d of %d hospitals: their models are in %s, marked failed", gated, len(results), out))
+			}
+			return nil
+		},
+	})
+}
+
+// failedErrors are the errors of the hospitals that could not be trained
+// or written.
+func failedErrors(results []*train.Result, written error) []error {
+	var errs []error
+	for _, r := range results {
+		if r.Err != nil {
+			errs = append(errs, r.Err)
+		}
+	}
+	return append(errs, written)
+}
+
+// readArtifact reads and checks a model artifact.
+func readArtifact(file string) (*models.Artifact, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	return models.Decode(data)
+}
