@@ -392,3 +392,13 @@ func stOlaf(t testing.TB) (a, b fitted) {
 func testLogger(w io.Writer) *slog.Logger {
 	return logging.New(w, logging.Options{Format: "json", Level: "debug", Service: serving.ServiceName})
 }
+
+func (b *lockedBuffer) text() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func newServer(cfg serving.Config) (*serving.Server, error) {
+	return serving.New(cfg, serving.WithStdout(io.Discard))
+}

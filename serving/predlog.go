@@ -117,10 +117,15 @@ func appendInputs(b []byte, inputs []models.Column, row []models.Value) []byte {
 // text that reads back to the same bits.
 func appendFloat(b []byte, f float64) []byte {
 	abs := math.Abs(f)
-	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
-		return strconv.AppendFloat(b, f, 'e', -1, 64)
+	if abs == 0 || (abs >= 1e-6 && abs < 1e21) {
+		return strconv.AppendFloat(b, f, 'f', -1, 64)
 	}
-	return strconv.AppendFloat(b, f, 'f', -1, 64)
+	b = strconv.AppendFloat(b, f, 'e', -1, 64)
+	if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+		b[n-2] = b[n-1] // e-07 to e-7
+		b = b[:n-1]
+	}
+	return b
 }
 
 const hexDigits = "0123456789abcdef"

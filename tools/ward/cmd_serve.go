@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"flag"
-	"os"
+	"strings"
 
 	"github.com/wardml/ward/internal/exit"
 	"github.com/wardml/ward/serving"
@@ -28,7 +28,12 @@ WARD_HASH_KEY_FILE, WARD_PREDICTIONS_DB (flags win).`,
 		Example: "ward serve --model .ward/models/st-olaf/model.json --listen 127.0.0.1:8080",
 		Flags:   func(fs *flag.FlagSet) { flags = serving.BindFlags(fs) },
 		Run: func(ctx context.Context, app *App, _ []string) error {
-			cfg, err := flags.Config(os.LookupEnv)
+			env := map[string]string{}
+			for _, kv := range app.Environ {
+				k, v, _ := strings.Cut(kv, "=")
+				env[k] = v
+			}
+			cfg, err := flags.Config(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 			if err != nil {
 				return exit.With(exit.Config, err)
 			}
