@@ -109,11 +109,7 @@ func TestPredictOneCase(t *testing.T) {
 		t.Errorf("unseen %v, predictions %v: want neither", ans["unseen"], ans["predictions"])
 	}
 
-	lines := s.log.lines(t)
-	if len(lines) != 1 {
-		t.Fatalf("%d log lines, want 1", len(lines))
-	}
-	l := lines[0]
+	l := s.logged(t, 1)[0]
 	for k, v := range map[string]any{
 		"log.level": "info", "message": "prediction", "service.name": "ward-serve", "event.action": "predict",
 		"ward.request_id": "req-1", "ward.hospital": "st-olaf", "ward.model.version": a.artifact.Version,
@@ -167,11 +163,7 @@ func TestPredictBatch(t *testing.T) {
 			t.Errorf("instance %d: %v, want %v for case %d", i, p, want[i].Value, 1000+i)
 		}
 	}
-	lines := s.log.lines(t)
-	if len(lines) != 3 {
-		t.Fatalf("%d log lines, want 3", len(lines))
-	}
-	for i, l := range lines {
+	for i, l := range s.logged(t, 3) {
 		if num(t, l["ward.item"]) != float64(i) || l["ward.request_id"] != "batch-7" || l["ward.case_id"] != fmt.Sprint(1000+i) {
 			t.Errorf("line %d: item %v, request %v, case %v", i, l["ward.item"], l["ward.request_id"], l["ward.case_id"])
 		}
@@ -200,7 +192,7 @@ func TestUnseenCategoryGoesToOther(t *testing.T) {
 	if want := predictLocally(t, a.artifact, rare); num(t, ans["prediction"]) != want.Value {
 		t.Errorf("unseen doctor predicts %v, a rare one %v: both should be other", ans["prediction"], want.Value)
 	}
-	if l := s.log.lines(t); fmt.Sprint(l[0]["ward.unseen"]) != "[doctor_id]" {
+	if l := s.logged(t, 1); fmt.Sprint(l[0]["ward.unseen"]) != "[doctor_id]" {
 		t.Errorf("log ward.unseen %v", l[0]["ward.unseen"])
 	}
 	if m := s.metrics(t); !strings.Contains(m, `ward_serve_unseen_categories_total{field="doctor_id"} 1`) {
@@ -292,8 +284,13 @@ func TestBadRequests(t *testing.T) {
 	if f := ans["fields"].([]any)[0].(map[string]any); num(t, f["instance"]) != 1 || f["value"] != "1" {
 		t.Errorf("batch field problem %v: want instance 1, value 1", f)
 	}
-	if lines := s.log.lines(t); len(lines) != 0 {
-		t.Errorf("refused requests logged %d predictions", len(lines))
+	// Refused requests log nothing: the one good request after them is
+	// the only line.
+	if code, _ := s.post(t, stOlafCase(), "X-Request-Id", "good"); code != 200 {
+		t.Fatal(code)
+	}
+	if l := s.logged(t, 1); l[0]["ward.request_id"] != "good" {
+		t.Errorf("the log holds %v", l)
 	}
 	m := s.metrics(t)
 	for _, want := range []string{
@@ -301,6 +298,7 @@ func TestBadRequests(t *testing.T) {
 		`ward_serve_validation_errors_total{field="(unknown)"} 2`,
 		`ward_serve_validation_errors_total{field="(body)"} 12`,
 		`ward_serve_requests_total{code="400",route="/v1/predict"} 21`,
+		`ward_serve_requests_total{code="200",route="/v1/predict"} 1`,
 		`ward_serve_requests_total{code="413",route="/v1/predict"} 1`,
 	} {
 		if !strings.Contains(m, want) {
@@ -355,7 +353,7 @@ func TestHashedInputs(t *testing.T) {
 			t.Fatalf("status %d: %v", code, ans)
 		}
 	}
-	lines := s.log.lines(t)
+	lines := s.logged(t, 2)
 	canonical := `{"doctor_id":"D004","admitted_at":"2026-05-04","admission_type":"emergency","ward_class":"B1",` +
 		`"age":61,"planned_los":4,"comorbidities":2,"sex":"F","insurance":"private","specialty":"cardiology"}`
 	mac := hmac.New(sha256.New, cfg.HashKey)

@@ -273,6 +273,25 @@ func start(t testing.TB, cfg serving.Config) *server {
 	return s
 }
 
+// logged waits until the prediction log holds n lines (its writer runs
+// behind the answers), and returns them; more than n fails.
+func (s *server) logged(t *testing.T, n int) []map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		lines := s.log.lines(t)
+		switch {
+		case len(lines) > n:
+			t.Fatalf("%d prediction log lines, want %d", len(lines), n)
+		case len(lines) == n:
+			return lines
+		case time.Now().After(deadline):
+			t.Fatalf("%d prediction log lines after 10 s, want %d", len(lines), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // shutdown stops the server and returns what Serve returned.
 func (s *server) shutdown() error {
 	s.stop()

@@ -8,6 +8,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/wardml/ward/models"
 )
 
@@ -31,6 +33,8 @@ type model struct {
 	// batchKey says whether "instances" marks a batch: not when the model
 	// has an input of that name.
 	batchKey bool
+	// predictions counts the model's predictions (set when it serves).
+	predictions prometheus.Counter
 }
 
 // loadModel reads and checks an artifact file; its digest is its file's

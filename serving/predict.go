@@ -18,23 +18,29 @@ import (
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/predict", s.predict)
-	mux.HandleFunc("GET /v1/model", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
+	handle := func(pattern string, h http.Handler) {
+		mux.Handle(pattern, h)
+		_, route, _ := strings.Cut(pattern, " ")
+		s.metrics.route(route)
+	}
+	handle("POST /v1/predict", http.HandlerFunc(s.predict))
+	handle("GET /v1/model", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Content-Type"] = jsonType
 		w.Write(s.model.Load().info)
-	})
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	handle("GET /readyz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m := s.model.Load()
 		if !s.ready.Load() || m == nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "model_version": m.Version, "model_digest": m.Digest})
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	}))
+	handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	s.metrics.route("other")
 	return s.instrument(mux)
 }
 
@@ -49,8 +55,7 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 		if !ok {
 			route = "other"
 		}
-		s.metrics.requests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
-		s.metrics.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		s.metrics.observe(route, sw.code, time.Since(start))
 	})
 }
 
@@ -66,12 +71,14 @@ func (w *statusWriter) WriteHeader(code int) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+var jsonType = []string{"application/json"}
+
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	body, err := json.Marshal(v)
 	if err != nil {
 		code, body = http.StatusInternalServerError, []byte(`{"error":"encoding the answer failed"}`)
 	}
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonType
 	w.WriteHeader(code)
 	w.Write(append(body, '\n'))
 }
@@ -87,6 +94,7 @@ type scratch struct {
 	inputs []byte
 	spans  [][2]int
 	lines  []byte
+	answer []byte
 }
 
 // Answer is the prediction for one case.
@@ -119,6 +127,68 @@ type PredictResponse struct {
 	ModelVersion string   `json:"model_version"`
 	ModelDigest  string   `json:"model_digest"`
 	RequestID    string   `json:"request_id"`
+}
+
+// appendJSON appends r's JSON, as encoding/json writes it (but for HTML
+// characters, which it leaves unescaped), without reflection: answers are
+// the server's hot path.
+func (r *PredictResponse) appendJSON(b []byte) []byte {
+	b = append(b, '{')
+	if r.Answer != nil {
+		b = r.Answer.appendFields(b)
+		b = append(b, ',')
+	}
+	if len(r.Predictions) > 0 {
+		b = append(b, `"predictions":[`...)
+		for i := range r.Predictions {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, '{')
+			b = r.Predictions[i].appendFields(b)
+			b = append(b, '}')
+		}
+		b = append(b, "],"...)
+	}
+	b = append(b, `"target":`...)
+	b = appendString(b, r.Target)
+	b = append(b, `,"hospital":`...)
+	b = appendString(b, r.Hospital)
+	b = append(b, `,"model_version":`...)
+	b = appendString(b, r.ModelVersion)
+	b = append(b, `,"model_digest":`...)
+	b = appendString(b, r.ModelDigest)
+	b = append(b, `,"request_id":`...)
+	b = appendString(b, r.RequestID)
+	return append(b, "}\n"...)
+}
+
+func (a *Answer) appendFields(b []byte) []byte {
+	b = append(b, `"prediction":`...)
+	b = appendFloat(b, a.Prediction)
+	if a.Calibrated != nil {
+		b = append(b, `,"calibrated":`...)
+		b = appendFloat(b, *a.Calibrated)
+	}
+	if a.CaseID != "" {
+		b = append(b, `,"case_id":`...)
+		b = appendString(b, a.CaseID)
+	}
+	if len(a.Unseen) > 0 {
+		b = append(b, `,"unseen":[`...)
+		for i, u := range a.Unseen {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"field":`...)
+			b = appendString(b, u.Field)
+			b = append(b, `,"value":`...)
+			b = appendString(b, u.Value)
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
+	return b
 }
 
 // Problem is the answer to a request that was refused.
@@ -167,7 +237,7 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, m, http.StatusBadRequest, "", err.Error(), nil, bodyField)
 		return
 	}
-	w.Header().Set("X-Request-Id", reqID)
+	w.Header()["X-Request-Id"] = []string{reqID}
 	sc.body.Reset()
 	if _, err := sc.body.ReadFrom(http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)); err != nil {
 		if mbe, ok := errors.AsType[*http.MaxBytesError](err); ok {
@@ -276,14 +346,11 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 			resp.Answer = &a
 		}
 	}
-	if err := s.plog.write(sc.lines); err != nil {
-		s.metrics.logErrors.Inc()
-		if last := s.lastLogError.Load(); time.Since(time.Unix(last, 0)) > 10*time.Second && s.lastLogError.CompareAndSwap(last, time.Now().Unix()) {
-			s.log.Error("prediction log: a write failed; predictions go on (counted in ward_serve_prediction_log_errors_total)", "error", err)
-		}
-	}
-	s.metrics.predictions.WithLabelValues(m.Hospital, m.Version).Add(float64(len(sc.recs)))
-	writeJSON(w, http.StatusOK, resp)
+	s.plog.write(sc.lines)
+	m.predictions.Add(float64(len(sc.recs)))
+	sc.answer = resp.appendJSON(sc.answer[:0])
+	w.Header()["Content-Type"] = jsonType
+	w.Write(sc.answer)
 }
 
 // instances decodes the body: one case as a JSON object, or a batch as

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The log's hand-written JSON must say what encoding/json says.
@@ -32,6 +33,43 @@ func TestAppendStringAndFloatMatchEncodingJSON(t *testing.T) {
 		want, _ := json.Marshal(f)
 		if !bytes.Equal(got, want) {
 			t.Errorf("%v: %s, encoding/json %s", f, got, want)
+		}
+	}
+}
+
+func TestAppendTimestampMatchesAppendFormat(t *testing.T) {
+	for _, at := range []time.Time{
+		time.Date(2026, 11, 3, 14, 5, 1, 123456789, time.UTC),
+		time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("CET", 3600)),
+		time.Date(999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Unix(0, 0),
+	} {
+		got, want := appendTimestamp(nil, at), at.UTC().AppendFormat(nil, "2006-01-02T15:04:05.000Z07:00")
+		if !bytes.Equal(got, want) {
+			t.Errorf("%v: %s, want %s", at, got, want)
+		}
+	}
+}
+
+// The answer's hand-written JSON reads back as encoding/json's does.
+func TestAnswerJSONMatchesEncodingJSON(t *testing.T) {
+	cal := 2345.0625
+	for _, r := range []PredictResponse{
+		{Answer: &Answer{Prediction: 1234.5}, Target: "total_bill", Hospital: "st-olaf", ModelVersion: "v1", ModelDigest: "sha256:ab", RequestID: "r1"},
+		{Answer: &Answer{Prediction: 1e-9, Calibrated: &cal, CaseID: "C-1 \"quoted\"", Unseen: []UnseenValue{{Field: "doctor_id", Value: "D999"}, {Field: "ward", Value: "<&>"}}},
+			Target: "bill", Hospital: "h", ModelVersion: "v", ModelDigest: "d", RequestID: "r"},
+		{Predictions: []Answer{{Prediction: 1, Calibrated: &cal}, {Prediction: 2, CaseID: "7", Unseen: []UnseenValue{{Field: "x", Value: "é"}}}},
+			Target: "bill", Hospital: "h", ModelVersion: "v", ModelDigest: "d", RequestID: "r"},
+	} {
+		got := r.appendJSON(nil)
+		want, _ := json.Marshal(r)
+		var g, w any
+		if err := json.Unmarshal(got, &g); err != nil {
+			t.Fatalf("%s: %v", got, err)
+		}
+		json.Unmarshal(want, &w)
+		if fmt.Sprint(g) != fmt.Sprint(w) {
+			t.Errorf("hand-written %s\nencoding/json %s", got, want)
 		}
 	}
 }

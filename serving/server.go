@@ -150,10 +150,10 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		return nil, err
 	}
 	s.file, _ = statFile(cfg.Model)
-	s.model.Store(m)
 	s.metrics.serving(nil, m)
+	s.model.Store(m)
 
-	if s.plog, err = newPredLog(s.stdout, cfg); err != nil {
+	if s.plog, err = newPredLog(s.stdout, cfg, s.logFailed); err != nil {
 		return nil, err
 	}
 	if cfg.PredictionsDB != "" {
@@ -165,6 +165,15 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	s.handler = s.routes()
 	s.log.Info("model loaded", "path", cfg.Model, "hospital", m.Hospital, "model.version", m.Version, "model.digest", m.Digest)
 	return s, nil
+}
+
+// logFailed counts a failed write of the prediction log, and says so at
+// most every ten seconds: predictions go on.
+func (s *Server) logFailed(err error) {
+	s.metrics.logErrors.Inc()
+	if last := s.lastLogError.Load(); time.Since(time.Unix(last, 0)) > 10*time.Second && s.lastLogError.CompareAndSwap(last, time.Now().Unix()) {
+		s.log.Error("prediction log: a write failed; predictions go on (counted in ward_serve_prediction_log_errors_total)", "error", err)
+	}
 }
 
 // Handler is the server's HTTP handler.
@@ -264,8 +273,8 @@ func (s *Server) load() (bool, error) {
 		s.log.Error("new model refused; the old one keeps serving", "error", err, "model.version", old.Version)
 		return false, err
 	}
+	s.metrics.serving(old, m) // before the swap: it readies m's counter
 	s.model.Store(m)
-	s.metrics.serving(old, m)
 	s.metrics.swaps.WithLabelValues("swapped").Inc()
 	s.log.Info("model swapped", "path", s.cfg.Model, "hospital", m.Hospital,
 		"model.version", m.Version, "model.digest", m.Digest, "model.previous_version", old.Version)

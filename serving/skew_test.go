@@ -120,7 +120,7 @@ func TestNoTrainServeSkew(t *testing.T) {
 				}
 			}
 			// The log holds the same bits, for feedback.
-			for i, l := range s.log.lines(t) {
+			for i, l := range s.logged(t, len(served)) {
 				if math.Float64bits(num(t, l["ward.prediction"])) != math.Float64bits(served[i]) {
 					t.Fatalf("log line %d: %v, answered %v", i, l["ward.prediction"], served[i])
 				}
