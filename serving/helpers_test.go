@@ -246,11 +246,16 @@ type server struct {
 	done chan error
 }
 
-// start serves cfg's model on a loopback port until the test ends.
-func start(t testing.TB, cfg serving.Config) *server {
+// start serves cfg's model on a loopback port until the test ends; the
+// prediction log goes to s.log, unless stdout says otherwise.
+func start(t testing.TB, cfg serving.Config, stdout ...io.Writer) *server {
 	t.Helper()
 	s := &server{log: &lockedBuffer{}, ops: &lockedBuffer{}, done: make(chan error, 1)}
-	srv, err := serving.New(cfg, serving.WithStdout(s.log), serving.WithLogger(testLogger(s.ops)))
+	out := io.Writer(s.log)
+	if len(stdout) > 0 {
+		out = stdout[0]
+	}
+	srv, err := serving.New(cfg, serving.WithStdout(out), serving.WithLogger(testLogger(s.ops)))
 	if err != nil {
 		t.Fatal(err)
 	}
