@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -44,8 +43,8 @@ func init() {
 		Name:    "serve",
 		Summary: "ward-serve vs a bare net/http handler decoding the same JSON: max req/s, p50/p99 at half load, binary size",
 		Flags: func(fs *flag.FlagSet) {
-			fs.DurationVar(&serveFlags.d, "d", 10*time.Second, "length of each measured run")
-			fs.IntVar(&serveFlags.rounds, "rounds", 3, "rounds; each side's median is reported (the machine is shared, so one run can be unlucky)")
+			fs.DurationVar(&serveFlags.d, "d", 6*time.Second, "length of each measured run")
+			fs.IntVar(&serveFlags.rounds, "rounds", 5, "rounds; each side's median is reported (the machine is shared, so one run can be unlucky)")
 			fs.IntVar(&serveFlags.conns, "c", 16, "connections")
 			fs.StringVar(&serveFlags.child, "child", "", "internal: run the bare handler")
 			fs.StringVar(&serveFlags.listen, "listen", "", "internal: the bare handler's address")
@@ -112,47 +111,73 @@ func runServe(ctx context.Context) error {
 
 	sides := []struct {
 		name, url string
-	}{{"bare net/http handler (the limit)", "http://" + bareAddr + "/v1/predict"}, {"ward-serve", "http://" + serverAddr + "/v1/predict"}}
+		pid       int
+	}{
+		{"bare net/http handler (the limit)", "http://" + bareAddr + "/v1/predict", bare.Process.Pid},
+		{"ward-serve", "http://" + serverAddr + "/v1/predict", server.Process.Pid},
+	}
 	for _, s := range sides { // warm up
 		if _, err := load.Wrk(ctx, s.url, body, 3*time.Second, 1, serveFlags.conns); err != nil {
 			return err
 		}
 	}
 	// Each round measures both sides back to back, so that what else runs
-	// on the machine weighs on both alike.
-	rounds := func(run func(url string) (load.Result, error)) ([]load.Result, error) {
-		out := make([][]load.Result, len(sides))
+	// on the machine weighs on both alike; each figure is the median of
+	// the rounds, and the ratio the median of the rounds' ratios.
+	type measured struct {
+		load.Result
+		cpu time.Duration // the side's process CPU time per request
+	}
+	rounds := func(run func(url string) (load.Result, error)) ([][]measured, error) {
+		out := make([][]measured, len(sides))
 		for range serveFlags.rounds {
 			for i, s := range sides {
+				before, err := cpuTime(s.pid)
+				if err != nil {
+					return nil, err
+				}
 				r, err := run(s.url)
 				if err != nil {
 					return nil, err
 				}
-				out[i] = append(out[i], r)
+				after, err := cpuTime(s.pid)
+				if err != nil {
+					return nil, err
+				}
+				out[i] = append(out[i], measured{r, (after - before) / time.Duration(max(r.Requests, 1))})
 			}
 		}
-		med := make([]load.Result, len(sides))
-		for i := range sides {
-			slices.SortFunc(out[i], func(a, b load.Result) int { return cmp.Compare(a.Rate(), b.Rate()) })
-			med[i] = out[i][len(out[i])/2]
-			p99 := make([]time.Duration, len(out[i]))
-			for j, r := range out[i] {
-				p99[j] = r.P99
-			}
-			slices.Sort(p99)
-			med[i].P99 = p99[len(p99)/2]
-		}
-		return med, nil
+		return out, nil
 	}
+	median := func(ms []measured, f func(measured) float64) float64 {
+		xs := make([]float64, len(ms))
+		for i, m := range ms {
+			xs[i] = f(m)
+		}
+		slices.Sort(xs)
+		return xs[len(xs)/2]
+	}
+	failed := func(ms []measured) (n int) {
+		for _, m := range ms {
+			n += m.Non2xx + m.Errors
+		}
+		return n
+	}
+	rate := func(m measured) float64 { return m.Rate() }
+	p50 := func(m measured) float64 { return float64(m.P50) }
+	p99 := func(m measured) float64 { return float64(m.P99) }
+	cpu := func(m measured) float64 { return float64(m.cpu) }
+	dur := func(f float64) time.Duration { return time.Duration(f).Round(time.Microsecond) }
+
 	full, err := rounds(func(url string) (load.Result, error) {
 		return load.Wrk(ctx, url, body, serveFlags.d, 1, serveFlags.conns)
 	})
 	if err != nil {
 		return err
 	}
-	rate := full[1].Rate() / 2
+	halfRate := median(full[1], rate) / 2
 	half, err := rounds(func(url string) (load.Result, error) {
-		return load.FixedRate(ctx, url, body, rate, serveFlags.d, 4*serveFlags.conns)
+		return load.FixedRate(ctx, url, body, halfRate, serveFlags.d, 4*serveFlags.conns)
 	})
 	if err != nil {
 		return err
@@ -163,18 +188,29 @@ func runServe(ctx context.Context) error {
 	}
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "\tmax throughput (wrk)\tp50\tp99\tfailed\t| at %.0f req/s: p50\tp99\tfailed\n", rate)
+	fmt.Fprintf(tw, "\tmax (wrk)\tp50\tp99\tCPU/request\tfailed\t| at %.0f req/s: p50\tp99\tfailed\n", halfRate)
 	for i, s := range sides {
-		fmt.Fprintf(tw, "%s\t%.0f req/s\t%s\t%s\t%d\t| %s\t%s\t%d\n", s.name, full[i].Rate(), full[i].P50, full[i].P99,
-			full[i].Non2xx+full[i].Errors, half[i].P50, half[i].P99, half[i].Non2xx+half[i].Errors)
+		fmt.Fprintf(tw, "%s\t%.0f req/s\t%s\t%s\t%s\t%d\t| %s\t%s\t%d\n", s.name, median(full[i], rate),
+			dur(median(full[i], p50)), dur(median(full[i], p99)), dur(median(full[i], cpu)), failed(full[i]),
+			dur(median(half[i], p50)), dur(median(half[i], p99)), failed(half[i]))
 	}
 	tw.Flush()
-	ratio := full[1].Rate() / full[0].Rate()
-	fmt.Printf("\nthroughput ratio ward-serve / bare: %.2fx (target >= 0.60x)\n", ratio)
-	fmt.Printf("ward-serve p99 at half its max rate: %s (target < 5ms)\n", half[1].P99)
+	ratios := make([]measured, serveFlags.rounds)
+	for r := range ratios {
+		ratios[r].cpu = time.Duration(1e6 * full[1][r].Rate() / full[0][r].Rate())
+	}
+	ratio := median(ratios, cpu) / 1e6
+	cpuRatio := median(full[0], cpu) / median(full[1], cpu)
+	serverP99 := dur(median(half[1], p99))
+	fmt.Printf("\nthroughput ratio ward-serve / bare: %.2fx (target >= 0.60x); rounds: ", ratio)
+	for r := range ratios {
+		fmt.Printf("%.2f ", float64(ratios[r].cpu)/1e6)
+	}
+	fmt.Printf("\nCPU per request, bare / ward-serve: %.2fx (the ratio on a machine with nothing else running)\n", cpuRatio)
+	fmt.Printf("ward-serve p99 at half its max rate: %s (target < 5ms)\n", serverP99)
 	fmt.Printf("ward-serve binary (CGO_ENABLED=0 -trimpath -s -w): %s (target < 25 MiB)\n", mib(st.Size()))
 	fmt.Printf("ward-serve memory after the runs: RSS %s, Go heap in use %s\n", mib(rss), mib(heap))
-	if ratio < 0.6 || half[1].P99 >= 5*time.Millisecond || st.Size() >= 25<<20 {
+	if ratio < 0.6 || serverP99 >= 5*time.Millisecond || st.Size() >= 25<<20 || failed(full[1])+failed(half[1]) > 0 {
 		return errors.New("a target was missed")
 	}
 	return nil
@@ -258,6 +294,26 @@ func waitHTTP(ctx context.Context, url string, body []byte) error {
 		}
 	}
 	return fmt.Errorf("%s: %v", url, last)
+}
+
+// cpuTime returns the user and system CPU time a process has used.
+func cpuTime(pid int) (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// After the command name in parentheses: state is the first field,
+	// utime and stime the 12th and 13th, in clock ticks of 1/100 s.
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: too few fields", pid)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
 }
 
 // serverMemory reads the server's resident memory and Go heap in use from
