@@ -296,7 +296,8 @@ func TestBadRequests(t *testing.T) {
 	for _, want := range []string{
 		`ward_serve_validation_errors_total{field="age"} 2`,
 		`ward_serve_validation_errors_total{field="(unknown)"} 2`,
-		`ward_serve_validation_errors_total{field="(body)"} 12`,
+		`ward_serve_validation_errors_total{field="(body)"} 11`,
+		`ward_serve_validation_errors_total{field="(header)"} 1`,
 		`ward_serve_requests_total{code="400",route="/v1/predict"} 21`,
 		`ward_serve_requests_total{code="200",route="/v1/predict"} 1`,
 		`ward_serve_requests_total{code="413",route="/v1/predict"} 1`,

@@ -14,6 +14,7 @@ import (
 const (
 	unknownField = "(unknown)"
 	bodyField    = "(body)"
+	headerField  = "(header)"
 )
 
 // metrics are the server's Prometheus metrics, on a registry of its own.
@@ -54,7 +55,7 @@ func newMetrics() *metrics {
 			Name: "ward_serve_predictions_total", Help: "Predictions made (instances), by hospital and model version.",
 		}, []string{"hospital", "model_version"}),
 		invalid: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ward_serve_validation_errors_total", Help: "Request fields refused, by field ((unknown) for fields the model does not take, (body) for bodies that are not a request).",
+			Name: "ward_serve_validation_errors_total", Help: "Request fields refused, by field ((unknown) for fields the model does not take, (body) for bodies that are not a request, (header) for a bad X-Request-Id).",
 		}, []string{"field"}),
 		unseen: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ward_serve_unseen_categories_total", Help: "Values the model did not see in training and encoded as other, by field.",

@@ -234,7 +234,7 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 
 	reqID, err := s.requestID(r)
 	if err != nil {
-		s.refuse(w, m, http.StatusBadRequest, "", err.Error(), nil, bodyField)
+		s.refuse(w, m, http.StatusBadRequest, "", err.Error(), nil, headerField)
 		return
 	}
 	w.Header()["X-Request-Id"] = []string{reqID}

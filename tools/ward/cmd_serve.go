@@ -22,9 +22,7 @@ package serving): POST /v1/predict, GET /v1/model, /healthz, /readyz and
 again and swaps it in if it is valid; SIGTERM or Ctrl-C drains and stops.
 A model that cannot be loaded at start exits with code 2.
 
-Environment: WARD_MODEL, PORT, WARD_MODEL_DIGEST, WARD_MAX_BATCH,
-WARD_ID_FIELD, WARD_PREDICTION_LOG, WARD_HASH_INPUTS, WARD_HASH_KEY,
-WARD_HASH_KEY_FILE, WARD_PREDICTIONS_DB (flags win).`,
+Environment (flags win): ` + strings.Join(serving.Env, ", ") + ".",
 		Example: "ward serve --model .ward/models/st-olaf/model.json --listen 127.0.0.1:8080",
 		Flags:   func(fs *flag.FlagSet) { flags = serving.BindFlags(fs) },
 		Run: func(ctx context.Context, app *App, _ []string) error {
