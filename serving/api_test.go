@@ -241,7 +241,7 @@ func TestBadRequests(t *testing.T) {
 			[]field{{"age", "below the minimum 0"}, {"comorbidities", "wrong type: want a whole number"}, {"specialty", "required value is missing"}, {"extra", "unknown field"}}},
 		{"bad instance in a batch", map[string]any{"instances": []any{stOlafCase(), with(func(c map[string]any) { c["sex"] = 1 })}}, nil, 400, "1 invalid field",
 			[]field{{"sex", "wrong type: want a string"}}},
-		{"not JSON", `{"age": 61,`, nil, 400, "body is not valid JSON: it ends at offset 11", nil},
+		{"not JSON", `{"age": 61,`, nil, 400, "body is not valid JSON: it ends in the middle of a value", nil},
 		{"bad JSON", `{"age": x}`, nil, 400, "body is not valid JSON at offset 9: invalid character 'x'", nil},
 		{"trailing data", `{"age": 61} {}`, nil, 400, "more data after the JSON value", nil},
 		{"not an object", `[1, 2]`, nil, 400, "body is a JSON array: want one case as a JSON object", nil},

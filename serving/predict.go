@@ -1,7 +1,6 @@
 package serving
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -86,7 +85,6 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // scratch is one request's working memory, pooled so that a request
 // allocates little beyond what decoding JSON needs.
 type scratch struct {
-	body   bytes.Buffer
 	sparse models.Sparse
 	row    []models.Value
 	insts  []any
@@ -238,16 +236,11 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header()["X-Request-Id"] = []string{reqID}
-	sc.body.Reset()
-	if _, err := sc.body.ReadFrom(http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)); err != nil {
-		if mbe, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			s.refuse(w, m, http.StatusRequestEntityTooLarge, reqID, fmt.Sprintf("body over %d bytes: send fewer instances per request", mbe.Limit), nil, bodyField)
-			return
-		}
-		s.refuse(w, m, http.StatusBadRequest, reqID, "reading the body: "+err.Error(), nil, bodyField)
+	insts, batch, err := s.instances(sc, m, http.MaxBytesReader(w, r.Body, s.cfg.MaxBody))
+	if mbe, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		s.refuse(w, m, http.StatusRequestEntityTooLarge, reqID, fmt.Sprintf("body over %d bytes: send fewer instances per request", mbe.Limit), nil, bodyField)
 		return
 	}
-	insts, batch, err := s.instances(sc, m)
 	if err != nil {
 		s.refuse(w, m, http.StatusBadRequest, reqID, err.Error(), nil, bodyField)
 		return
@@ -354,19 +347,18 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 }
 
 // instances decodes the body: one case as a JSON object, or a batch as
-// {"instances": [...]}.
-func (s *Server) instances(sc *scratch, m *model) (insts []any, batch bool, err error) {
-	body := sc.body.Bytes()
-	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, false, errors.New(`empty body: want one case as a JSON object, or {"instances": [...]}`)
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
+// {"instances": [...]}. It decodes as it reads, as a bare handler would.
+func (s *Server) instances(sc *scratch, m *model, body io.Reader) (insts []any, batch bool, err error) {
+	dec := json.NewDecoder(body)
 	dec.UseNumber()
 	var top any
 	if err := dec.Decode(&top); err != nil {
-		return nil, false, notJSON(body, err)
+		return nil, false, notJSON(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, false, err
+		}
 		return nil, false, fmt.Errorf("body is not valid JSON: more data after the JSON value at offset %d", dec.InputOffset())
 	}
 	obj, ok := top.(map[string]any)
@@ -395,15 +387,22 @@ func (s *Server) instances(sc *scratch, m *model) (insts []any, batch bool, err 
 	return list, true, nil
 }
 
-// notJSON says where the body stops being JSON.
-func notJSON(body []byte, err error) error {
+// notJSON says why the body did not decode: not JSON, and where, or a
+// body that could not be read (too large, or a client too slow).
+func notJSON(err error) error {
 	if syn, ok := errors.AsType[*json.SyntaxError](err); ok {
 		return fmt.Errorf("body is not valid JSON at offset %d: %v", syn.Offset, syn)
 	}
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("body is not valid JSON: it ends at offset %d in the middle of a value", len(body))
+	switch {
+	case err == io.EOF:
+		return errors.New(`empty body: want one case as a JSON object, or {"instances": [...]}`)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("body is not valid JSON: it ends in the middle of a value (truncated?)")
 	}
-	return fmt.Errorf("body is not valid JSON: %v", err)
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		return err
+	}
+	return fmt.Errorf("reading the body: %w", err)
 }
 
 func jsonKind(v any) string {
