@@ -139,6 +139,7 @@ func FixedRate(ctx context.Context, url string, body []byte, rate float64, d tim
 			var c *conn
 			for at := range due {
 				if c == nil {
+					var err error
 					if c, err = dial(u.Host); err != nil {
 						errs++
 						continue
