@@ -200,13 +200,13 @@ func runServe(ctx context.Context) error {
 		ratios[r].cpu = time.Duration(1e6 * full[1][r].Rate() / full[0][r].Rate())
 	}
 	ratio := median(ratios, cpu) / 1e6
-	cpuRatio := median(full[0], cpu) / median(full[1], cpu)
 	serverP99 := dur(median(half[1], p99))
 	fmt.Printf("\nthroughput ratio ward-serve / bare: %.2fx (target >= 0.60x); rounds: ", ratio)
 	for r := range ratios {
 		fmt.Printf("%.2f ", float64(ratios[r].cpu)/1e6)
 	}
-	fmt.Printf("\nCPU per request, bare / ward-serve: %.2fx (the ratio on a machine with nothing else running)\n", cpuRatio)
+	fmt.Printf("\nCPU per request in the server process: bare %s, ward-serve %s (wrk's and the kernel's share of a request come on top, alike for both)\n",
+		dur(median(full[0], cpu)), dur(median(full[1], cpu)))
 	fmt.Printf("ward-serve p99 at half its max rate: %s (target < 5ms)\n", serverP99)
 	fmt.Printf("ward-serve binary (CGO_ENABLED=0 -trimpath -s -w): %s (target < 25 MiB)\n", mib(st.Size()))
 	fmt.Printf("ward-serve memory after the runs: RSS %s, Go heap in use %s\n", mib(rss), mib(heap))
