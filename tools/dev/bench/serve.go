@@ -2,11 +2,13 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -176,16 +178,21 @@ func runServe(ctx context.Context) error {
 		return err
 	}
 	halfRate := median(full[1], rate) / 2
+	before, err := scrape(serverAddr)
+	if err != nil {
+		return err
+	}
 	half, err := rounds(func(url string) (load.Result, error) {
 		return load.FixedRate(ctx, url, body, halfRate, serveFlags.d, 4*serveFlags.conns)
 	})
 	if err != nil {
 		return err
 	}
-	rss, heap, err := serverMemory(serverAddr)
+	after, err := scrape(serverAddr)
 	if err != nil {
 		return err
 	}
+	own := handlingP99(before, after)
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "\tmax (wrk)\tp50\tp99\tCPU/request\tfailed\t| at %.0f req/s: p50\tp99\tfailed\n", halfRate)
@@ -207,9 +214,9 @@ func runServe(ctx context.Context) error {
 	}
 	fmt.Printf("\nCPU per request in the server process: bare %s, ward-serve %s (wrk's and the kernel's share of a request come on top, alike for both)\n",
 		dur(median(full[0], cpu)), dur(median(full[1], cpu)))
-	fmt.Printf("ward-serve p99 at half its max rate: %s (target < 5ms)\n", serverP99)
+	fmt.Printf("ward-serve p99 at half its max rate: %s (target < 5ms); its own handling time's p99 (its histogram): at most %s\n", serverP99, own)
 	fmt.Printf("ward-serve binary (CGO_ENABLED=0 -trimpath -s -w): %s (target < 25 MiB)\n", mib(st.Size()))
-	fmt.Printf("ward-serve memory after the runs: RSS %s, Go heap in use %s\n", mib(rss), mib(heap))
+	fmt.Printf("ward-serve memory after the runs: RSS %s, Go heap in use %s\n", mib(int64(after["process_resident_memory_bytes"])), mib(int64(after["go_memstats_heap_inuse_bytes"])))
 	if ratio < 0.6 || serverP99 >= 5*time.Millisecond || st.Size() >= 25<<20 || failed(full[1])+failed(half[1]) > 0 {
 		return errors.New("a target was missed")
 	}
@@ -316,24 +323,57 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
 }
 
-// serverMemory reads the server's resident memory and Go heap in use from
-// its own /metrics.
-func serverMemory(addr string) (rss, heap int64, err error) {
+// scrape reads the server's /metrics: each sample by its name and labels.
+func scrape(addr string) (map[string]float64, error) {
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
+	out := map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		name, value, _ := strings.Cut(sc.Text(), " ")
-		f, _ := strconv.ParseFloat(value, 64)
-		switch name {
-		case "process_resident_memory_bytes":
-			rss = int64(f)
-		case "go_memstats_heap_inuse_bytes":
-			heap = int64(f)
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		f, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		out[line[:i]] = f
+	}
+	return out, sc.Err()
+}
+
+// handlingP99 is the upper bound of the latency bucket that holds the
+// 99th percentile of /v1/predict between two scrapes.
+func handlingP99(before, after map[string]float64) string {
+	const bucket = `ward_serve_request_duration_seconds_bucket{route="/v1/predict",le="`
+	type b struct{ le, n float64 }
+	var bs []b
+	for k, v := range after {
+		if le, ok := strings.CutPrefix(k, bucket); ok {
+			le = strings.TrimSuffix(le, `"}`)
+			f, err := strconv.ParseFloat(le, 64)
+			if err != nil { // +Inf
+				f = math.Inf(1)
+			}
+			bs = append(bs, b{f, v - before[k]})
 		}
 	}
-	return rss, heap, sc.Err()
+	slices.SortFunc(bs, func(x, y b) int { return cmp.Compare(x.le, y.le) })
+	if len(bs) == 0 || bs[len(bs)-1].n == 0 {
+		return "unknown"
+	}
+	for _, x := range bs {
+		if x.n >= 0.99*bs[len(bs)-1].n {
+			return time.Duration(x.le * float64(time.Second)).String()
+		}
+	}
+	return "unknown"
 }
