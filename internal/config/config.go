@@ -83,6 +83,15 @@ var OtherEnv = map[string]bool{
 	"WARD_CONFIG":  true,
 	"WARD_MODEL":   true,
 	"WARD_VERSION": true,
+	// The model server's (serving.Env).
+	"WARD_MODEL_DIGEST":   true,
+	"WARD_MAX_BATCH":      true,
+	"WARD_ID_FIELD":       true,
+	"WARD_PREDICTION_LOG": true,
+	"WARD_HASH_INPUTS":    true,
+	"WARD_HASH_KEY":       true,
+	"WARD_HASH_KEY_FILE":  true,
+	"WARD_PREDICTIONS_DB": true,
 }
 
 // Source says where a value came from.

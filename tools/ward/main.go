@@ -58,6 +58,9 @@ type App struct {
 	Stderr io.Writer
 	// Output is text or json.
 	Output string
+	// Environ is the environment the command runs with (os.Environ in
+	// main; tests give their own), for variables that are not settings.
+	Environ []string
 }
 
 // JSON reports whether the command should print JSON.
@@ -122,6 +125,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 		Log:    logging.New(stderr, logging.Options{Format: cfg.Get("log_format"), Level: cfg.Get("log_level")}),
 		Output: "text",
 	}
+	app.Environ = environ
 	if output != nil {
 		if *output != "text" && *output != "json" {
 			fmt.Fprintf(stderr, "ward %s: --output %q: want text or json\n", c.Name, *output)

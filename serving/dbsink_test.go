@@ -1,0 +1,153 @@
+package serving_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/wardml/ward/internal/testenv"
+)
+
+// predictionsTable is ward_predictions as pipelines/store's migration
+// 0001_ledger.sql creates it; the server writes into that table and does
+// not create it.
+const predictionsTable = `CREATE TABLE ward_predictions (
+    hospital      TEXT NOT NULL,
+    request_id    TEXT NOT NULL,
+    item          BIGINT NOT NULL,
+    case_id       TEXT,
+    model_version TEXT NOT NULL,
+    model_digest  TEXT NOT NULL,
+    inputs        TEXT,
+    inputs_hash   TEXT,
+    prediction    DOUBLE PRECISION NOT NULL,
+    predicted_at  TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (hospital, request_id, item)
+)`
+
+func TestPredictionsGoToPostgres(t *testing.T) {
+	url := testenv.Postgres(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, predictionsTable); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := stOlaf(t)
+	cfg := config(t, modelFile(t, a.data))
+	cfg.PredictionsDB = url
+	s := start(t, cfg)
+	sent := 0
+	for r := range 12 {
+		var insts []any
+		for i := range 50 {
+			c := caseJSON(a.artifact.Inputs, a.valid[(r*50+i)%len(a.valid)].Row)
+			c["case_id"] = fmt.Sprintf("C%d-%d", r, i)
+			insts = append(insts, c)
+		}
+		if code, ans := s.post(t, map[string]any{"instances": insts}, "X-Request-Id", fmt.Sprintf("r%d", r)); code != 200 {
+			t.Fatalf("%d %v", code, ans)
+		}
+		sent += len(insts)
+		if r == 5 {
+			waitFor(t, "the first 300 predictions to be written", func() bool {
+				return strings.Contains(s.metrics(t), `ward_serve_predictions_db_rows_total{outcome="written"} 300`+"\n")
+			})
+		}
+	}
+	// A request sent twice under one id (a client's retry) is recorded once.
+	if code, _ := s.post(t, stOlafCase(), "X-Request-Id", "r0"); code != 200 {
+		t.Fatal(code)
+	}
+	if err := s.shutdown(); err != nil { // flushes what is queued
+		t.Fatal(err)
+	}
+
+	logged := map[string]map[string]any{}
+	for _, l := range s.log.lines(t) {
+		key := fmt.Sprintf("%s/%s", l["ward.request_id"], l["ward.item"])
+		if logged[key] == nil { // the first of a retried request is the one recorded
+			logged[key] = l
+		}
+	}
+	rows, err := conn.Query(ctx, `SELECT hospital, request_id, item, case_id, model_version, model_digest, inputs, inputs_hash, prediction, predicted_at FROM ward_predictions`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for rows.Next() {
+		var hospital, reqID, version, digest string
+		var item int64
+		var caseID, inputs, hash *string
+		var pred float64
+		var at time.Time
+		if err := rows.Scan(&hospital, &reqID, &item, &caseID, &version, &digest, &inputs, &hash, &pred, &at); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		l := logged[fmt.Sprintf("%s/%d", reqID, item)]
+		if l == nil {
+			t.Fatalf("row %s/%d is not in the log", reqID, item)
+		}
+		want := num(t, l["ward.prediction"])
+		loggedInputs, _ := json.Marshal(l["ward.inputs"])
+		var rowInputs any
+		if inputs == nil || json.Unmarshal([]byte(*inputs), &rowInputs) != nil {
+			t.Fatalf("row %s/%d: inputs %v", reqID, item, inputs)
+		}
+		rowJSON, _ := json.Marshal(rowInputs)
+		switch {
+		case math.Float64bits(pred) != math.Float64bits(want):
+			t.Errorf("row %s/%d: prediction %v, logged %v", reqID, item, pred, want)
+		case hospital != "st-olaf" || version != a.artifact.Version || digest != l["ward.model.digest"] || hash != nil:
+			t.Errorf("row %s/%d: %s %s %s %v", reqID, item, hospital, version, digest, hash)
+		case caseID == nil || *caseID != l["ward.case_id"]:
+			t.Errorf("row %s/%d: case id %v, logged %v", reqID, item, caseID, l["ward.case_id"])
+		case string(rowJSON) != string(loggedInputs):
+			t.Errorf("row %s/%d: inputs %s, logged %s", reqID, item, rowJSON, loggedInputs)
+		case at.Sub(time.Now()).Abs() > time.Minute:
+			t.Errorf("row %s/%d: predicted at %v", reqID, item, at)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n != sent {
+		t.Errorf("%d rows, want %d (the retried request once)", n, sent)
+	}
+}
+
+func TestUnreachableDatabaseDoesNotStopServing(t *testing.T) {
+	a, _ := stOlaf(t)
+	cfg := config(t, modelFile(t, a.data))
+	cfg.PredictionsDB = fmt.Sprintf("postgres://ward@127.0.0.1:%d/ward?connect_timeout=1", testenv.FreePort(t))
+	cfg.DrainTimeout = time.Second
+	s := start(t, cfg)
+	for range 5 {
+		if code, ans := s.post(t, stOlafCase()); code != 200 {
+			t.Fatalf("%d %v", code, ans)
+		}
+	}
+	began := time.Now()
+	if err := s.shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("shutdown took %s with the database down; the drain timeout is %s", took, cfg.DrainTimeout)
+	}
+	if len(s.log.lines(t)) != 5 {
+		t.Error("the prediction log lacks the predictions the database did not take")
+	}
+	if ops := s.ops.text(); !strings.Contains(ops, "predictions db: giving up at shutdown") || !strings.Contains(ops, `"ward.dropped":5`) {
+		t.Errorf("server log:\n%s", ops)
+	}
+}

@@ -1,0 +1,473 @@
+package serving
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/wardml/ward/models"
+)
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	handle := func(pattern string, h http.Handler) {
+		mux.Handle(pattern, h)
+		_, route, _ := strings.Cut(pattern, " ")
+		s.metrics.route(route)
+	}
+	handle("POST /v1/predict", http.HandlerFunc(s.predict))
+	handle("GET /v1/model", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Content-Type"] = jsonType
+		w.Write(s.model.Load().info)
+	}))
+	handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	}))
+	handle("GET /readyz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m := s.model.Load()
+		if !s.ready.Load() || m == nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "model_version": m.Version, "model_digest": m.Digest})
+	}))
+	handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	s.metrics.route("other")
+	return s.instrument(mux)
+}
+
+// instrument counts every request and times it, by route.
+func (s *Server) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		// The mux has set the pattern that matched: "POST /v1/predict".
+		_, route, ok := strings.Cut(r.Pattern, " ")
+		if !ok {
+			route = "other"
+		}
+		s.metrics.observe(route, sw.code, time.Since(start))
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+var jsonType = []string{"application/json"}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		code, body = http.StatusInternalServerError, []byte(`{"error":"encoding the answer failed"}`)
+	}
+	w.Header()["Content-Type"] = jsonType
+	w.WriteHeader(code)
+	w.Write(append(body, '\n'))
+}
+
+// scratch is one request's working memory, pooled so that a request
+// allocates little beyond what decoding JSON needs.
+type scratch struct {
+	sparse models.Sparse
+	row    []models.Value
+	insts  []any
+	recs   []record
+	inputs []byte
+	spans  [][2]int
+	lines  []byte
+	answer []byte
+}
+
+// Answer is the prediction for one case.
+type Answer struct {
+	// Prediction is in the target's unit (the bill).
+	Prediction float64 `json:"prediction"`
+	// Calibrated is the prediction moved to the model's target
+	// under-estimate rate; only for a calibrated model.
+	Calibrated *float64 `json:"calibrated,omitempty"`
+	CaseID     string   `json:"case_id,omitempty"`
+	// Unseen lists the values the model never saw in training, which it
+	// encoded as its "other" level.
+	Unseen []UnseenValue `json:"unseen,omitempty"`
+}
+
+// UnseenValue is one field whose value the model did not know.
+type UnseenValue struct {
+	Field string `json:"field"`
+	Value string `json:"value"`
+}
+
+// PredictResponse is the answer of POST /v1/predict: the Answer's fields
+// at the top for one case, Predictions for a batch (in the order of the
+// instances).
+type PredictResponse struct {
+	*Answer
+	Predictions  []Answer `json:"predictions,omitempty"`
+	Target       string   `json:"target"`
+	Hospital     string   `json:"hospital"`
+	ModelVersion string   `json:"model_version"`
+	ModelDigest  string   `json:"model_digest"`
+	RequestID    string   `json:"request_id"`
+}
+
+// appendJSON appends r's JSON, as encoding/json writes it (but for HTML
+// characters, which it leaves unescaped), without reflection: answers are
+// the server's hot path.
+func (r *PredictResponse) appendJSON(b []byte) []byte {
+	b = append(b, '{')
+	if r.Answer != nil {
+		b = r.Answer.appendFields(b)
+		b = append(b, ',')
+	}
+	if len(r.Predictions) > 0 {
+		b = append(b, `"predictions":[`...)
+		for i := range r.Predictions {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, '{')
+			b = r.Predictions[i].appendFields(b)
+			b = append(b, '}')
+		}
+		b = append(b, "],"...)
+	}
+	b = append(b, `"target":`...)
+	b = appendString(b, r.Target)
+	b = append(b, `,"hospital":`...)
+	b = appendString(b, r.Hospital)
+	b = append(b, `,"model_version":`...)
+	b = appendString(b, r.ModelVersion)
+	b = append(b, `,"model_digest":`...)
+	b = appendString(b, r.ModelDigest)
+	b = append(b, `,"request_id":`...)
+	b = appendString(b, r.RequestID)
+	return append(b, "}\n"...)
+}
+
+func (a *Answer) appendFields(b []byte) []byte {
+	b = append(b, `"prediction":`...)
+	b = appendFloat(b, a.Prediction)
+	if a.Calibrated != nil {
+		b = append(b, `,"calibrated":`...)
+		b = appendFloat(b, *a.Calibrated)
+	}
+	if a.CaseID != "" {
+		b = append(b, `,"case_id":`...)
+		b = appendString(b, a.CaseID)
+	}
+	if len(a.Unseen) > 0 {
+		b = append(b, `,"unseen":[`...)
+		for i, u := range a.Unseen {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"field":`...)
+			b = appendString(b, u.Field)
+			b = append(b, `,"value":`...)
+			b = appendString(b, u.Value)
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
+	return b
+}
+
+// Problem is the answer to a request that was refused.
+type Problem struct {
+	Error     string         `json:"error"`
+	RequestID string         `json:"request_id,omitempty"`
+	Fields    []FieldProblem `json:"fields,omitempty"`
+}
+
+// FieldProblem is one bad field: its instance in a batch, its name, the
+// value sent (as JSON text) and what is wrong with it.
+type FieldProblem struct {
+	Instance *int   `json:"instance,omitempty"`
+	Field    string `json:"field"`
+	Value    string `json:"value,omitempty"`
+	Reason   string `json:"reason"`
+}
+
+const maxRequestID = 128
+
+// requestID takes X-Request-Id, or makes an id unique to this process.
+func (s *Server) requestID(r *http.Request) (string, error) {
+	id := r.Header.Get("X-Request-Id")
+	if id == "" {
+		return s.idPrefix + "-" + strconv.FormatUint(s.seq.Add(1), 10), nil
+	}
+	if len(id) > maxRequestID {
+		return "", fmt.Errorf("X-Request-Id: %d characters, at most %d", len(id), maxRequestID)
+	}
+	for i := range len(id) {
+		if id[i] <= ' ' || id[i] > '~' {
+			return "", fmt.Errorf("X-Request-Id %q: want printable ASCII characters without spaces", id)
+		}
+	}
+	return id, nil
+}
+
+func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	m := s.model.Load() // the whole request runs on this model, swap or not
+	sc := s.scratch.Get().(*scratch)
+	defer s.scratch.Put(sc)
+
+	reqID, err := s.requestID(r)
+	if err != nil {
+		s.refuse(w, m, http.StatusBadRequest, "", err.Error(), nil, headerField)
+		return
+	}
+	w.Header()["X-Request-Id"] = []string{reqID}
+	insts, batch, err := s.instances(sc, m, http.MaxBytesReader(w, r.Body, s.cfg.MaxBody))
+	if mbe, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		s.refuse(w, m, http.StatusRequestEntityTooLarge, reqID, fmt.Sprintf("body over %d bytes: send fewer instances per request", mbe.Limit), nil, bodyField)
+		return
+	}
+	if err != nil {
+		s.refuse(w, m, http.StatusBadRequest, reqID, err.Error(), nil, bodyField)
+		return
+	}
+
+	var problems []FieldProblem
+	sc.recs, sc.inputs, sc.spans = sc.recs[:0], sc.inputs[:0], sc.spans[:0]
+	for i, inst := range insts {
+		var at *int
+		if batch {
+			at = &i
+		}
+		bad := func(ferr *models.FieldError) {
+			problems = append(problems, FieldProblem{Instance: at, Field: ferr.Column, Value: ferr.Value, Reason: ferr.Reason})
+		}
+		fields, ok := inst.(map[string]any)
+		if !ok {
+			bad(&models.FieldError{Column: bodyField, Value: jsonKind(inst), Reason: "an instance must be a JSON object"})
+			continue
+		}
+		caseID, idErr := s.caseID(fields, m)
+		if idErr != nil {
+			bad(idErr)
+		}
+		row, ferrs := m.ParseInput(fields, sc.row)
+		sc.row = row
+		for _, ferr := range ferrs {
+			bad(ferr)
+		}
+		if _, isInput := m.input[s.cfg.IDField]; isInput && len(ferrs) == 0 {
+			caseID = row[m.input[s.cfg.IDField]].Format(m.Inputs[m.input[s.cfg.IDField]].Type)
+		}
+		if len(problems) > 0 {
+			continue // keep checking, to name every bad field; predict nothing
+		}
+		p, err := m.Predict(&sc.sparse, row)
+		if err != nil {
+			if ferr, ok := errors.AsType[*models.FieldError](err); ok {
+				bad(ferr)
+				continue
+			}
+			msg := err.Error()
+			if batch {
+				msg = fmt.Sprintf("instance %d: %s", i, msg)
+			}
+			s.refuse(w, m, http.StatusUnprocessableEntity, reqID, msg, nil, "")
+			return
+		}
+		from := len(sc.inputs)
+		sc.inputs = appendInputs(sc.inputs, m.Inputs, row)
+		sc.spans = append(sc.spans, [2]int{from, len(sc.inputs)})
+		rec := record{RequestID: reqID, Item: i, CaseID: caseID, Prediction: p}
+		for _, f := range p.Unseen {
+			col := m.input[m.Encoder.Features[f].Column]
+			rec.Unseen = append(rec.Unseen, UnseenValue{Field: m.Inputs[col].Name, Value: row[col].Format(m.Inputs[col].Type)})
+		}
+		rec.Prediction.Unseen = nil // it shares the scratch's memory
+		sc.recs = append(sc.recs, rec)
+	}
+	if len(problems) > 0 {
+		s.refuse(w, m, http.StatusBadRequest, reqID, fmt.Sprintf("%d invalid %s; nothing was predicted", len(problems), plural(len(problems), "field")), problems, "")
+		return
+	}
+
+	took := time.Since(start)
+	now := start.Add(took)
+	sc.lines = sc.lines[:0]
+	resp := PredictResponse{Target: m.Target.Column, Hospital: m.Hospital, ModelVersion: m.Version, ModelDigest: m.Digest, RequestID: reqID}
+	if batch {
+		resp.Predictions = make([]Answer, len(sc.recs))
+	}
+	for i := range sc.recs {
+		rec := &sc.recs[i]
+		inputs := sc.inputs[sc.spans[i][0]:sc.spans[i][1]]
+		if s.plog.key != nil {
+			rec.InputsHash = s.plog.hash(inputs)
+		} else {
+			rec.Inputs = inputs
+		}
+		sc.lines = appendRecord(sc.lines, now, took, m, rec)
+		if s.db != nil {
+			s.db.add(m, rec, now)
+		}
+		a := Answer{Prediction: rec.Prediction.Value, CaseID: rec.CaseID}
+		if m.Calibration != nil {
+			c := rec.Prediction.Calibrated
+			a.Calibrated = &c
+		}
+		for _, u := range rec.Unseen {
+			s.metrics.unseen.WithLabelValues(u.Field).Inc()
+		}
+		a.Unseen = rec.Unseen
+		if batch {
+			resp.Predictions[i] = a
+		} else {
+			resp.Answer = &a
+		}
+	}
+	s.plog.write(sc.lines)
+	m.predictions.Add(float64(len(sc.recs)))
+	sc.answer = resp.appendJSON(sc.answer[:0])
+	w.Header()["Content-Type"] = jsonType
+	w.Write(sc.answer)
+}
+
+// instances decodes the body: one case as a JSON object, or a batch as
+// {"instances": [...]}. It decodes as it reads, as a bare handler would.
+func (s *Server) instances(sc *scratch, m *model, body io.Reader) (insts []any, batch bool, err error) {
+	dec := json.NewDecoder(body)
+	dec.UseNumber()
+	var top any
+	if err := dec.Decode(&top); err != nil {
+		return nil, false, notJSON(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, false, err
+		}
+		return nil, false, fmt.Errorf("body is not valid JSON: more data after the JSON value at offset %d", dec.InputOffset())
+	}
+	obj, ok := top.(map[string]any)
+	if !ok {
+		return nil, false, fmt.Errorf(`body is a JSON %s: want one case as a JSON object, or {"instances": [...]}`, jsonKind(top))
+	}
+	raw, isBatch := obj["instances"]
+	if !isBatch || !m.batchKey {
+		sc.insts = append(sc.insts[:0], obj)
+		return sc.insts, false, nil
+	}
+	for k := range obj {
+		if k != "instances" {
+			return nil, true, fmt.Errorf("a batch holds only \"instances\", and the body also has %q", k)
+		}
+	}
+	list, ok := raw.([]any)
+	switch {
+	case !ok:
+		return nil, true, fmt.Errorf("instances is a JSON %s: want an array of cases", jsonKind(raw))
+	case len(list) == 0:
+		return nil, true, errors.New("instances is empty: want at least one case")
+	case len(list) > s.cfg.MaxBatch:
+		return nil, true, fmt.Errorf("instances holds %d cases, at most %d per request", len(list), s.cfg.MaxBatch)
+	}
+	return list, true, nil
+}
+
+// notJSON says why the body did not decode: not JSON, and where, or a
+// body that could not be read (too large, or a client too slow).
+func notJSON(err error) error {
+	if syn, ok := errors.AsType[*json.SyntaxError](err); ok {
+		return fmt.Errorf("body is not valid JSON at offset %d: %v", syn.Offset, syn)
+	}
+	switch {
+	case err == io.EOF:
+		return errors.New(`empty body: want one case as a JSON object, or {"instances": [...]}`)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("body is not valid JSON: it ends in the middle of a value (truncated?)")
+	}
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		return err
+	}
+	return fmt.Errorf("reading the body: %w", err)
+}
+
+func jsonKind(v any) string {
+	switch v.(type) {
+	case map[string]any:
+		return "object"
+	case []any:
+		return "array"
+	case string:
+		return "string"
+	case json.Number, float64:
+		return "number"
+	case bool:
+		return "boolean"
+	case nil:
+		return "null"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// caseID takes the case id out of an instance's fields, when the id field
+// is not also a model input: a string, or a whole number.
+func (s *Server) caseID(fields map[string]any, m *model) (string, *models.FieldError) {
+	name := s.cfg.IDField
+	raw, ok := fields[name]
+	if _, isInput := m.input[name]; !ok || isInput {
+		return "", nil
+	}
+	delete(fields, name)
+	switch v := raw.(type) {
+	case nil:
+		return "", nil
+	case string:
+		if len(v) > maxRequestID {
+			return "", &models.FieldError{Column: name, Value: v[:32] + "...", Reason: fmt.Sprintf("a case id of %d characters, at most %d", len(v), maxRequestID)}
+		}
+		return v, nil
+	case json.Number:
+		if n, err := strconv.ParseInt(v.String(), 10, 64); err == nil {
+			return strconv.FormatInt(n, 10), nil
+		}
+		return "", &models.FieldError{Column: name, Value: v.String(), Reason: "wrong type: want a string or a whole number"}
+	}
+	return "", &models.FieldError{Column: name, Value: jsonKind(raw), Reason: "wrong type: want a string or a whole number"}
+}
+
+// refuse answers a request that cannot be predicted, and counts its bad
+// fields, or field for a request refused as a whole ("" counts nothing).
+func (s *Server) refuse(w http.ResponseWriter, m *model, code int, reqID, msg string, fields []FieldProblem, field string) {
+	if len(fields) == 0 && field != "" {
+		s.metrics.invalid.WithLabelValues(field).Inc()
+	}
+	for _, f := range fields {
+		label := f.Field
+		if _, isInput := m.input[label]; !isInput && label != s.cfg.IDField && label != bodyField {
+			label = unknownField
+		}
+		s.metrics.invalid.WithLabelValues(label).Inc()
+	}
+	writeJSON(w, code, Problem{Error: msg, RequestID: reqID, Fields: fields})
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
+}

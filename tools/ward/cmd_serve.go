@@ -1,0 +1,41 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"strings"
+
+	"github.com/wardml/ward/internal/exit"
+	"github.com/wardml/ward/serving"
+)
+
+func init() {
+	var flags *serving.Flags
+	register(&Command{
+		Name:    "serve",
+		Summary: "Serve a model artifact over HTTP: the model server of every image",
+		Usage:   "serve [--model FILE] [--listen ADDR] [flags]",
+		Help: `Runs the same server as the ward-serve binary in every image (see
+package serving): POST /v1/predict, GET /v1/model, /healthz, /readyz and
+/metrics. Every prediction is logged as one ECS JSON line on stdout (and in
+--prediction-log). SIGHUP, or a change of the model file, loads the model
+again and swaps it in if it is valid; SIGTERM or Ctrl-C drains and stops.
+A model that cannot be loaded at start exits with code 2.
+
+Environment (flags win): ` + strings.Join(serving.Env, ", ") + ".",
+		Example: "ward serve --model .ward/models/st-olaf/model.json --listen 127.0.0.1:8080",
+		Flags:   func(fs *flag.FlagSet) { flags = serving.BindFlags(fs) },
+		Run: func(ctx context.Context, app *App, _ []string) error {
+			env := map[string]string{}
+			for _, kv := range app.Environ {
+				k, v, _ := strings.Cut(kv, "=")
+				env[k] = v
+			}
+			cfg, err := flags.Config(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+			if err != nil {
+				return exit.With(exit.Config, err)
+			}
+			return serving.Run(ctx, cfg, serving.WithLogger(app.Log), serving.WithStdout(app.Stdout))
+		},
+	})
+}
