@@ -15,34 +15,8 @@ import (
 
 	"github.com/wardml/ward/internal/contract"
 	"github.com/wardml/ward/models"
+	"github.com/wardml/ward/models/modeltest"
 )
-
-// specFor resolves a contract's training section into a Spec, the way
-// the training pipeline does.
-func specFor(t *testing.T, h *contract.Hospital) models.Spec {
-	t.Helper()
-	tr := h.Training
-	inputs, err := models.InputsFor(h.InputColumns(), tr.Features)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return models.Spec{
-		Hospital:        h.ID,
-		Inputs:          inputs,
-		Features:        tr.Features,
-		Target:          tr.Target,
-		TargetTransform: tr.TargetTransform,
-		Lambdas:         tr.Model.Lambdas,
-		UnderRate:       tr.Calibration.UnderRate,
-		MinRows:         tr.MinRows,
-		Segments:        tr.Segments,
-		Lineage: models.Lineage{
-			Files:    []models.File{{Name: h.ID + "/cases_2026-06.csv.gpg", SHA256: strings.Repeat("ab", 32)}},
-			Contract: h.Hash,
-			Ward:     "test",
-		},
-	}
-}
 
 func loadContract(t *testing.T, path string) *contract.Hospital {
 	t.Helper()
@@ -136,7 +110,7 @@ func collect(cs models.Cases) []models.Case {
 var cutoff = time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
 
 func stOlaf(t *testing.T) (models.Spec, hospital) {
-	spec := specFor(t, loadContract(t, "../internal/contract/testdata/st-olaf/hospital.yaml"))
+	spec := modeltest.Spec(t, loadContract(t, "../internal/contract/testdata/st-olaf/hospital.yaml"))
 	return spec, genHospital(spec, 4000, 1)
 }
 
@@ -379,7 +353,7 @@ func sparcs(t *testing.T) (*contract.Hospital, [][]models.Value, []models.Column
 
 func TestFitOnSPARCS(t *testing.T) {
 	h, rows, cols := sparcs(t)
-	spec := specFor(t, h)
+	spec := modeltest.Spec(t, h)
 	target := slices.IndexFunc(cols, func(c models.Column) bool { return c.Name == h.Training.Target })
 	var cases []models.Case
 	for _, r := range rows {

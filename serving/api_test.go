@@ -13,34 +13,35 @@ import (
 	"testing"
 
 	"github.com/wardml/ward/models"
+	"github.com/wardml/ward/models/modeltest"
 )
 
 func TestModelRouteDescribesTheModel(t *testing.T) {
 	a, _ := stOlaf(t)
-	path := modelFile(t, a.data)
+	path := modelFile(t, a.Data)
 	s := start(t, config(t, path))
 	code, info := s.get(t, "/v1/model")
 	if code != http.StatusOK {
 		t.Fatalf("GET /v1/model: %d %v", code, info)
 	}
-	sum := sha256.Sum256(a.data)
-	if info["hospital"] != "st-olaf" || info["version"] != a.artifact.Version || info["digest"] != "sha256:"+hex.EncodeToString(sum[:]) {
+	sum := sha256.Sum256(a.Data)
+	if info["hospital"] != "st-olaf" || info["version"] != a.Artifact.Version || info["digest"] != "sha256:"+hex.EncodeToString(sum[:]) {
 		t.Errorf("hospital %v, version %v, digest %v", info["hospital"], info["version"], info["digest"])
 	}
 	if info["id_field"] != "case_id" || num(t, info["max_batch"]) != 100 {
 		t.Errorf("id_field %v, max_batch %v", info["id_field"], info["max_batch"])
 	}
 	valid := info["metrics"].(map[string]any)["validation"].(map[string]any)
-	if num(t, valid["mae"]) != a.artifact.Metrics["validation"].MAE {
-		t.Errorf("validation MAE %v, want %v", valid["mae"], a.artifact.Metrics["validation"].MAE)
+	if num(t, valid["mae"]) != a.Artifact.Metrics["validation"].MAE {
+		t.Errorf("validation MAE %v, want %v", valid["mae"], a.Artifact.Metrics["validation"].MAE)
 	}
 	fields := map[string]map[string]any{}
 	for _, f := range info["inputs"].([]any) {
 		f := f.(map[string]any)
 		fields[f["name"].(string)] = f
 	}
-	if len(fields) != len(a.artifact.Inputs) {
-		t.Fatalf("%d input fields, want %d", len(fields), len(a.artifact.Inputs))
+	if len(fields) != len(a.Artifact.Inputs) {
+		t.Fatalf("%d input fields, want %d", len(fields), len(a.Artifact.Inputs))
 	}
 	ward := fields["ward_class"]
 	if ward["type"] != "string" || ward["required"] != true || fmt.Sprint(ward["allowed"]) != "[A B1 B2 C]" {
@@ -86,21 +87,21 @@ func predictLocally(t *testing.T, a *models.Artifact, fields map[string]any) mod
 
 func TestPredictOneCase(t *testing.T) {
 	a, _ := stOlaf(t)
-	s := start(t, config(t, modelFile(t, a.data)))
+	s := start(t, config(t, modelFile(t, a.Data)))
 	c := stOlafCase()
 	c["case_id"] = "C-1042"
 	code, ans := s.post(t, c, "X-Request-Id", "req-1")
 	if code != http.StatusOK {
 		t.Fatalf("status %d: %v", code, ans)
 	}
-	want := predictLocally(t, a.artifact, stOlafCase())
+	want := predictLocally(t, a.Artifact, stOlafCase())
 	if got := num(t, ans["prediction"]); math.Float64bits(got) != math.Float64bits(want.Value) {
 		t.Errorf("prediction %v, want %v", got, want.Value)
 	}
 	if got := num(t, ans["calibrated"]); math.Float64bits(got) != math.Float64bits(want.Calibrated) || !(got > want.Value) {
 		t.Errorf("calibrated %v, want %v (above the prediction: the group prefers over-estimates)", got, want.Calibrated)
 	}
-	for k, v := range map[string]any{"request_id": "req-1", "hospital": "st-olaf", "model_version": a.artifact.Version, "target": "total_bill", "case_id": "C-1042"} {
+	for k, v := range map[string]any{"request_id": "req-1", "hospital": "st-olaf", "model_version": a.Artifact.Version, "target": "total_bill", "case_id": "C-1042"} {
 		if ans[k] != v {
 			t.Errorf("%s: %v, want %v", k, ans[k], v)
 		}
@@ -112,7 +113,7 @@ func TestPredictOneCase(t *testing.T) {
 	l := s.logged(t, 1)[0]
 	for k, v := range map[string]any{
 		"log.level": "info", "message": "prediction", "service.name": "ward-serve", "event.action": "predict",
-		"ward.request_id": "req-1", "ward.hospital": "st-olaf", "ward.model.version": a.artifact.Version,
+		"ward.request_id": "req-1", "ward.hospital": "st-olaf", "ward.model.version": a.Artifact.Version,
 		"ward.model.digest": ans["model_digest"], "ward.case_id": "C-1042",
 	} {
 		if l[k] != v {
@@ -126,7 +127,7 @@ func TestPredictOneCase(t *testing.T) {
 		t.Errorf("logged %v/%v, want %v/%v", l["ward.prediction"], l["ward.calibrated"], want.Value, want.Calibrated)
 	}
 	inputs := l["ward.inputs"].(map[string]any)
-	if inputs["admitted_at"] != "2026-05-04" || num(t, inputs["age"]) != 61 || len(inputs) != len(a.artifact.Inputs) || inputs["case_id"] != nil {
+	if inputs["admitted_at"] != "2026-05-04" || num(t, inputs["age"]) != 61 || len(inputs) != len(a.Artifact.Inputs) || inputs["case_id"] != nil {
 		t.Errorf("logged inputs %v", inputs)
 	}
 
@@ -140,12 +141,12 @@ func TestPredictOneCase(t *testing.T) {
 
 func TestPredictBatch(t *testing.T) {
 	a, _ := stOlaf(t)
-	s := start(t, config(t, modelFile(t, a.data)))
+	s := start(t, config(t, modelFile(t, a.Data)))
 	var insts []any
 	var want []models.Prediction
-	for i, c := range a.valid[:3] {
-		fields := caseJSON(a.artifact.Inputs, c.Row)
-		want = append(want, a.predicted[i])
+	for i, c := range a.Valid[:3] {
+		fields := modeltest.Request(a.Artifact.Inputs, c.Row)
+		want = append(want, a.Predicted[i])
 		fields["case_id"] = 1000 + i // a whole number is a case id too
 		insts = append(insts, fields)
 	}
@@ -168,14 +169,14 @@ func TestPredictBatch(t *testing.T) {
 			t.Errorf("line %d: item %v, request %v, case %v", i, l["ward.item"], l["ward.request_id"], l["ward.case_id"])
 		}
 	}
-	if m := s.metrics(t); !strings.Contains(m, fmt.Sprintf(`ward_serve_predictions_total{hospital="st-olaf",model_version=%q} 3`, a.artifact.Version)) {
+	if m := s.metrics(t); !strings.Contains(m, fmt.Sprintf(`ward_serve_predictions_total{hospital="st-olaf",model_version=%q} 3`, a.Artifact.Version)) {
 		t.Errorf("metrics lack the 3 predictions:\n%s", grep(m, "ward_serve_predictions_total"))
 	}
 }
 
 func TestUnseenCategoryGoesToOther(t *testing.T) {
 	a, _ := stOlaf(t)
-	s := start(t, config(t, modelFile(t, a.data)))
+	s := start(t, config(t, modelFile(t, a.Data)))
 	c := stOlafCase()
 	c["doctor_id"] = "D999"
 	code, ans := s.post(t, c)
@@ -189,7 +190,7 @@ func TestUnseenCategoryGoesToOther(t *testing.T) {
 	// fewer than min_count times.
 	rare := stOlafCase()
 	rare["doctor_id"] = "D077"
-	if want := predictLocally(t, a.artifact, rare); num(t, ans["prediction"]) != want.Value {
+	if want := predictLocally(t, a.Artifact, rare); num(t, ans["prediction"]) != want.Value {
 		t.Errorf("unseen doctor predicts %v, a rare one %v: both should be other", ans["prediction"], want.Value)
 	}
 	if l := s.logged(t, 1); fmt.Sprint(l[0]["ward.unseen"]) != "[doctor_id]" {
@@ -202,7 +203,7 @@ func TestUnseenCategoryGoesToOther(t *testing.T) {
 
 func TestBadRequests(t *testing.T) {
 	a, _ := stOlaf(t)
-	cfg := config(t, modelFile(t, a.data))
+	cfg := config(t, modelFile(t, a.Data))
 	cfg.MaxBatch = 3
 	cfg.MaxBody = 4096
 	s := start(t, cfg)
@@ -310,11 +311,11 @@ func TestBadRequests(t *testing.T) {
 
 func TestHealthReadinessAndMetrics(t *testing.T) {
 	a, _ := stOlaf(t)
-	s := start(t, config(t, modelFile(t, a.data)))
+	s := start(t, config(t, modelFile(t, a.Data)))
 	if code, body := s.get(t, "/healthz"); code != 200 || body["status"] != "ok" {
 		t.Errorf("/healthz: %d %v", code, body)
 	}
-	if code, body := s.get(t, "/readyz"); code != 200 || body["model_version"] != a.artifact.Version {
+	if code, body := s.get(t, "/readyz"); code != 200 || body["model_version"] != a.Artifact.Version {
 		t.Errorf("/readyz: %d %v", code, body)
 	}
 	s.post(t, stOlafCase())
@@ -322,7 +323,7 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 	for _, want := range []string{
 		`ward_serve_requests_total{code="200",route="/v1/predict"} 1`,
 		`ward_serve_request_duration_seconds_bucket{route="/v1/predict",le="0.005"}`,
-		fmt.Sprintf(`ward_serve_model_info{digest=%q,hospital="st-olaf",version=%q} 1`, "sha256:"+fileSHA(a.data), a.artifact.Version),
+		fmt.Sprintf(`ward_serve_model_info{digest=%q,hospital="st-olaf",version=%q} 1`, "sha256:"+fileSHA(a.Data), a.Artifact.Version),
 		`ward_serve_model_loads_total{outcome="refused"} 0`,
 		"go_goroutines", "process_resident_memory_bytes",
 	} {
@@ -342,7 +343,7 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 
 func TestHashedInputs(t *testing.T) {
 	a, _ := stOlaf(t)
-	cfg := config(t, modelFile(t, a.data))
+	cfg := config(t, modelFile(t, a.Data))
 	cfg.HashKey = []byte("0123456789abcdef-hospital-key")
 	s := start(t, cfg)
 	c := stOlafCase()
@@ -366,7 +367,7 @@ func TestHashedInputs(t *testing.T) {
 		}
 	}
 	var names []string
-	for _, in := range a.artifact.Inputs {
+	for _, in := range a.Artifact.Inputs {
 		names = append(names, in.Name)
 	}
 	if got := strings.Join(names, ","); got != "doctor_id,admitted_at,admission_type,ward_class,age,planned_los,comorbidities,sex,insurance,specialty" {

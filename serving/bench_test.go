@@ -14,7 +14,7 @@ import (
 // constant (go run ./tools/dev/bench serve measures both over loopback).
 func BenchmarkPredictHandler(b *testing.B) {
 	a, _ := stOlaf(b)
-	s, err := newServer(config(b, modelFile(b, a.data)))
+	s, err := newServer(config(b, modelFile(b, a.Data)))
 	if err != nil {
 		b.Fatal(err)
 	}

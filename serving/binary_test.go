@@ -59,7 +59,7 @@ func TestBinaryStartsSwapsOnSIGHUPAndStopsOnSIGTERM(t *testing.T) {
 	dir := t.TempDir()
 
 	// A bad model at start: exit code 2, and a message naming the file.
-	bad := writeFile(t, filepath.Join(dir, "bad.json"), a.data[:200])
+	bad := writeFile(t, filepath.Join(dir, "bad.json"), a.Data[:200])
 	cmd := exec.Command(bin, "--log-format", "json")
 	cmd.Env = append(os.Environ(), "WARD_MODEL="+bad, "PORT=0")
 	var stderr bytes.Buffer
@@ -69,7 +69,7 @@ func TestBinaryStartsSwapsOnSIGHUPAndStopsOnSIGTERM(t *testing.T) {
 		t.Fatalf("a truncated model: %v, stderr %s; want exit code 2 naming the file", err, stderr.String())
 	}
 
-	model := modelFile(t, a.data)
+	model := modelFile(t, a.Data)
 	port := testenv.FreePort(t)
 	cmd = exec.Command(bin, "--watch", "0")
 	cmd.Env = append(os.Environ(), "WARD_MODEL="+model, fmt.Sprintf("PORT=%d", port), "WARD_LOG_FORMAT=json")
@@ -90,16 +90,16 @@ func TestBinaryStartsSwapsOnSIGHUPAndStopsOnSIGTERM(t *testing.T) {
 		t.Fatalf("%v\n%s", err, ops.text())
 	}
 	s := &server{url: "http://" + addr}
-	if _, ans := s.post(t, stOlafCase()); ans["model_version"] != a.artifact.Version {
+	if _, ans := s.post(t, stOlafCase()); ans["model_version"] != a.Artifact.Version {
 		t.Fatalf("answer %v", ans)
 	}
 
-	writeModel(t, model, b.data)
+	writeModel(t, model, b.Data)
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "SIGHUP to swap in model B", func() bool { return s.version(t) == b.artifact.Version })
-	if _, ans := s.post(t, stOlafCase()); ans["model_version"] != b.artifact.Version {
+	waitFor(t, "SIGHUP to swap in model B", func() bool { return s.version(t) == b.Artifact.Version })
+	if _, ans := s.post(t, stOlafCase()); ans["model_version"] != b.Artifact.Version {
 		t.Errorf("after SIGHUP: %v", ans["model_version"])
 	}
 
@@ -116,7 +116,7 @@ func TestBinaryStartsSwapsOnSIGHUPAndStopsOnSIGTERM(t *testing.T) {
 		t.Fatal("still running 15 s after SIGTERM")
 	}
 	lines := decodeLines(t, []byte(stdout.text()))
-	if len(lines) != 2 || lines[0]["ward.model.version"] != a.artifact.Version || lines[1]["ward.model.version"] != b.artifact.Version {
+	if len(lines) != 2 || lines[0]["ward.model.version"] != a.Artifact.Version || lines[1]["ward.model.version"] != b.Artifact.Version {
 		t.Errorf("prediction log on stdout: %v", lines)
 	}
 	for _, want := range []string{`"service.name":"ward-serve"`, `"message":"model swapped"`, `"message":"stopped"`} {

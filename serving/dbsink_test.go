@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/wardml/ward/models/modeltest"
 	"math"
 	"strings"
 	"testing"
@@ -43,14 +44,14 @@ func TestPredictionsGoToPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, _ := stOlaf(t)
-	cfg := config(t, modelFile(t, a.data))
+	cfg := config(t, modelFile(t, a.Data))
 	cfg.PredictionsDB = url
 	s := start(t, cfg)
 	sent := 0
 	for r := range 12 {
 		var insts []any
 		for i := range 50 {
-			c := caseJSON(a.artifact.Inputs, a.valid[(r*50+i)%len(a.valid)].Row)
+			c := modeltest.Request(a.Artifact.Inputs, a.Valid[(r*50+i)%len(a.Valid)].Row)
 			c["case_id"] = fmt.Sprintf("C%d-%d", r, i)
 			insts = append(insts, c)
 		}
@@ -108,7 +109,7 @@ func TestPredictionsGoToPostgres(t *testing.T) {
 		switch {
 		case math.Float64bits(pred) != math.Float64bits(want):
 			t.Errorf("row %s/%d: prediction %v, logged %v", reqID, item, pred, want)
-		case hospital != "st-olaf" || version != a.artifact.Version || digest != l["ward.model.digest"] || hash != nil:
+		case hospital != "st-olaf" || version != a.Artifact.Version || digest != l["ward.model.digest"] || hash != nil:
 			t.Errorf("row %s/%d: %s %s %s %v", reqID, item, hospital, version, digest, hash)
 		case caseID == nil || *caseID != l["ward.case_id"]:
 			t.Errorf("row %s/%d: case id %v, logged %v", reqID, item, caseID, l["ward.case_id"])
@@ -128,7 +129,7 @@ func TestPredictionsGoToPostgres(t *testing.T) {
 
 func TestUnreachableDatabaseDoesNotStopServing(t *testing.T) {
 	a, _ := stOlaf(t)
-	cfg := config(t, modelFile(t, a.data))
+	cfg := config(t, modelFile(t, a.Data))
 	cfg.PredictionsDB = fmt.Sprintf("postgres://ward@127.0.0.1:%d/ward?connect_timeout=1", testenv.FreePort(t))
 	cfg.DrainTimeout = time.Second
 	s := start(t, cfg)

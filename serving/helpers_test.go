@@ -6,167 +6,23 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
-	"fmt"
 	"io"
 	"log/slog"
-	"math"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/wardml/ward/internal/contract"
 	"github.com/wardml/ward/internal/logging"
 	"github.com/wardml/ward/internal/testenv"
-	"github.com/wardml/ward/models"
+	"github.com/wardml/ward/models/modeltest"
 	"github.com/wardml/ward/serving"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
-
-// fitted is a model trained as the training pipeline trains one, with the
-// validation cases and the predictions training made for them.
-type fitted struct {
-	artifact *models.Artifact
-	data     []byte
-	valid    []models.Case
-	// predicted holds training's predictions of the validation cases.
-	predicted []models.Prediction
-}
-
-// fitStOlaf fits a model in the st-olaf contract's shape (numeric,
-// categorical with rare levels, a date; log target, calibrated) on n
-// synthetic cases; seeds give different models.
-func fitStOlaf(t testing.TB, n int, seed uint64) fitted {
-	t.Helper()
-	h, err := contract.Load("../internal/contract/testdata/st-olaf/hospital.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec := specFor(t, h)
-	col := map[string]int{}
-	for i, c := range spec.Inputs {
-		col[c.Name] = i
-	}
-	rng := rand.New(rand.NewPCG(seed, 7))
-	specialties := []string{"cardiology", "orthopaedics", "general surgery", "oncology", "obstetrics", "neurology"}
-	start := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	cutoff := time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
-	var train, valid []models.Case
-	for i := range n {
-		row := make([]models.Value, len(spec.Inputs))
-		age, los := float64(rng.IntN(90)+1), float64(rng.IntN(14))
-		ward := rng.IntN(4)
-		sp := rng.IntN(len(specialties))
-		doctor := rng.IntN(40) * rng.IntN(3) // some doctors are rare: other
-		emergency := rng.IntN(3) == 0
-		day := start.AddDate(0, 0, i*540/n)
-		row[col["age"]] = models.Number(age)
-		if rng.IntN(50) == 0 {
-			row[col["age"]] = models.Missing
-		}
-		row[col["planned_los"]] = models.Number(los)
-		row[col["comorbidities"]] = models.Number(float64(rng.IntN(6)))
-		row[col["admission_type"]] = models.Text(map[bool]string{true: "emergency", false: "elective"}[emergency])
-		row[col["ward_class"]] = models.Text([]string{"A", "B1", "B2", "C"}[ward])
-		row[col["specialty"]] = models.Text(specialties[sp])
-		row[col["doctor_id"]] = models.Text(fmt.Sprintf("D%03d", doctor))
-		row[col["sex"]] = models.Text([]string{"F", "M"}[rng.IntN(2)])
-		row[col["insurance"]] = models.Text([]string{"public", "private", "self"}[rng.IntN(3)])
-		row[col["admitted_at"]] = models.DateValue(day)
-		logBill := 7 + 0.008*age + 0.35*math.Log1p(los) + 0.2*float64(3-ward) + 0.1*float64(sp) + 0.2*rng.NormFloat64()
-		if emergency {
-			logBill += 0.3
-		}
-		c := models.Case{Row: row, Target: models.Number(math.Round(math.Exp(logBill)*100) / 100),
-			Segments: []string{[]string{"A", "B1", "B2", "C"}[ward], map[bool]string{true: "emergency", false: "elective"}[emergency]}}
-		if day.Before(cutoff) {
-			train = append(train, c)
-		} else {
-			valid = append(valid, c)
-		}
-	}
-	return fit(t, spec, train, valid)
-}
-
-// fit fits a spec as training does, and keeps training's predictions of
-// the validation cases.
-func fit(t testing.TB, spec models.Spec, train, valid []models.Case) fitted {
-	t.Helper()
-	a, err := models.Fit(spec, casesOf(train), casesOf(valid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := a.Encode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := fitted{artifact: a, data: data, valid: valid}
-	for _, c := range valid {
-		p, err := a.Predict(nil, c.Row)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.predicted = append(f.predicted, p)
-	}
-	return f
-}
-
-func casesOf(cs []models.Case) models.Cases {
-	return func(yield func(models.Case, error) bool) {
-		for _, c := range cs {
-			if !yield(c, nil) {
-				return
-			}
-		}
-	}
-}
-
-// specFor resolves a contract's training section, as the training
-// pipeline does.
-func specFor(t testing.TB, h *contract.Hospital) models.Spec {
-	t.Helper()
-	tr := h.Training
-	inputs, err := models.InputsFor(h.InputColumns(), tr.Features)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return models.Spec{
-		Hospital: h.ID, Inputs: inputs, Features: tr.Features,
-		Target: tr.Target, TargetTransform: tr.TargetTransform, Lambdas: tr.Model.Lambdas,
-		UnderRate: tr.Calibration.UnderRate, MinRows: tr.MinRows, Segments: tr.Segments,
-		Lineage: models.Lineage{
-			Files:    []models.File{{Name: h.ID + "/cases_2026-06.csv.gpg", SHA256: strings.Repeat("ab", 32)}},
-			Contract: h.Hash, Ward: "test",
-		},
-	}
-}
-
-// caseJSON renders a row as a request's JSON object: numbers as JSON
-// numbers (their shortest text, which reads back to the same bits),
-// booleans, strings, dates in their canonical text; missing values left
-// out.
-func caseJSON(inputs []models.Column, row []models.Value) map[string]any {
-	out := map[string]any{}
-	for i, c := range inputs {
-		v := row[i]
-		switch {
-		case v.Null:
-		case c.Type == models.Bool:
-			out[c.Name] = v.Num != 0
-		case c.Type == models.Int || c.Type == models.Float:
-			out[c.Name] = v.Num
-		default:
-			out[c.Name] = v.Format(c.Type)
-		}
-	}
-	return out
-}
 
 // writeModel writes an artifact where the server reads it, atomically, as
 // the agent does (a rename into place).
@@ -396,18 +252,18 @@ func modelFile(t testing.TB, data []byte) string {
 
 var (
 	stOlafOnce sync.Once
-	stOlafA    fitted
-	stOlafB    fitted
+	stOlafA    modeltest.Fitted
+	stOlafB    modeltest.Fitted
 )
 
-// stOlaf returns two st-olaf models, fitted once per test binary.
-func stOlaf(t testing.TB) (a, b fitted) {
+// stOlaf returns two st-olaf models, modeltest.Fitted once per test binary.
+func stOlaf(t testing.TB) (a, b modeltest.Fitted) {
 	t.Helper()
 	stOlafOnce.Do(func() {
-		stOlafA = fitStOlaf(t, 4000, 1)
-		stOlafB = fitStOlaf(t, 4000, 2)
+		stOlafA = modeltest.StOlaf(t, 4000, 1, 1)
+		stOlafB = modeltest.StOlaf(t, 4000, 2, 1)
 	})
-	if stOlafA.artifact == nil || stOlafA.artifact.Version == stOlafB.artifact.Version {
+	if stOlafA.Artifact == nil || stOlafA.Artifact.Version == stOlafB.Artifact.Version {
 		t.Fatal("the two test models did not fit, or are the same")
 	}
 	return stOlafA, stOlafB

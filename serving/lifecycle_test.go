@@ -36,32 +36,32 @@ func (s *server) version(t *testing.T) string {
 
 func TestSwapWhenTheFileChanges(t *testing.T) {
 	a, b := stOlaf(t)
-	path := modelFile(t, a.data)
+	path := modelFile(t, a.Data)
 	cfg := config(t, path)
 	cfg.Watch = 20 * time.Millisecond
 	s := start(t, cfg)
-	if _, ans := s.post(t, stOlafCase()); ans["model_version"] != a.artifact.Version {
-		t.Fatalf("answered by %v, want %v", ans["model_version"], a.artifact.Version)
+	if _, ans := s.post(t, stOlafCase()); ans["model_version"] != a.Artifact.Version {
+		t.Fatalf("answered by %v, want %v", ans["model_version"], a.Artifact.Version)
 	}
-	writeModel(t, path, b.data)
-	waitFor(t, "the watch to swap in model B", func() bool { return s.version(t) == b.artifact.Version })
+	writeModel(t, path, b.Data)
+	waitFor(t, "the watch to swap in model B", func() bool { return s.version(t) == b.Artifact.Version })
 	_, ans := s.post(t, stOlafCase())
-	if ans["model_version"] != b.artifact.Version || ans["model_digest"] != "sha256:"+fileSHA(b.data) {
-		t.Errorf("answered by %v %v, want %v", ans["model_version"], ans["model_digest"], b.artifact.Version)
+	if ans["model_version"] != b.Artifact.Version || ans["model_digest"] != "sha256:"+fileSHA(b.Data) {
+		t.Errorf("answered by %v %v, want %v", ans["model_version"], ans["model_digest"], b.Artifact.Version)
 	}
-	if want := predictLocally(t, b.artifact, stOlafCase()); num(t, ans["prediction"]) != want.Value {
+	if want := predictLocally(t, b.Artifact, stOlafCase()); num(t, ans["prediction"]) != want.Value {
 		t.Errorf("model B predicts %v, the server %v", want.Value, ans["prediction"])
 	}
 	m := s.metrics(t)
 	for _, want := range []string{
 		`ward_serve_model_loads_total{outcome="swapped"} 1`,
-		`ward_serve_model_info{digest="sha256:` + fileSHA(b.data) + `",hospital="st-olaf",version="` + b.artifact.Version + `"} 1`,
+		`ward_serve_model_info{digest="sha256:` + fileSHA(b.Data) + `",hospital="st-olaf",version="` + b.Artifact.Version + `"} 1`,
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s:\n%s", want, grep(m, "ward_serve_model"))
 		}
 	}
-	if strings.Contains(grep(m, "ward_serve_model_info{"), a.artifact.Version) {
+	if strings.Contains(grep(m, "ward_serve_model_info{"), a.Artifact.Version) {
 		t.Error("model_info still reports model A")
 	}
 	if !strings.Contains(s.ops.text(), `"message":"model swapped"`) {
@@ -71,7 +71,7 @@ func TestSwapWhenTheFileChanges(t *testing.T) {
 
 func TestBadSwapIsRefused(t *testing.T) {
 	a, b := stOlaf(t)
-	path := modelFile(t, a.data)
+	path := modelFile(t, a.Data)
 	cfg := config(t, path)
 	cfg.Digest = "sha256:" + strings.Repeat("1", 64) // the image digest the agent knows
 	s := start(t, cfg)
@@ -83,10 +83,10 @@ func TestBadSwapIsRefused(t *testing.T) {
 		data []byte
 		msg  string
 	}{
-		{"truncated", a.data[:len(a.data)/2], "truncated"},
+		{"truncated", a.Data[:len(a.Data)/2], "truncated"},
 		{"not an artifact", []byte(`{"model": "ridge"}`), "no format_version"},
-		{"newer format", bytes.Replace(a.data, []byte(`"format_version": 1`), []byte(`"format_version": 2`), 1), "format version 2 is newer"},
-		{"another hospital", bytes.Replace(b.data, []byte(`"hospital": "st-olaf"`), []byte(`"hospital": "st-mary"`), 1), "is for hospital st-mary, and this server serves st-olaf"},
+		{"newer format", bytes.Replace(a.Data, []byte(`"format_version": 1`), []byte(`"format_version": 2`), 1), "format version 2 is newer"},
+		{"another hospital", bytes.Replace(b.Data, []byte(`"hospital": "st-olaf"`), []byte(`"hospital": "st-mary"`), 1), "is for hospital st-mary, and this server serves st-olaf"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			writeModel(t, path, c.data)
@@ -95,7 +95,7 @@ func TestBadSwapIsRefused(t *testing.T) {
 				t.Fatalf("swapped %v, error %v; want a refusal with %q", swapped, err, c.msg)
 			}
 			code, ans := s.post(t, stOlafCase())
-			if code != 200 || ans["model_version"] != a.artifact.Version || ans["model_digest"] != cfg.Digest {
+			if code != 200 || ans["model_version"] != a.Artifact.Version || ans["model_digest"] != cfg.Digest {
 				t.Errorf("after the refusal: %d %v %v, want model A still serving as %s", code, ans["model_version"], ans["model_digest"], cfg.Digest)
 			}
 		})
@@ -108,14 +108,14 @@ func TestBadSwapIsRefused(t *testing.T) {
 	}
 	// The digest the server was given names model A only: B is named by
 	// its file, and A again by the given digest.
-	writeModel(t, path, b.data)
+	writeModel(t, path, b.Data)
 	if swapped, err := s.Reload(); !swapped || err != nil {
 		t.Fatalf("a good model: swapped %v, %v", swapped, err)
 	}
-	if _, ans := s.post(t, stOlafCase()); ans["model_digest"] != "sha256:"+fileSHA(b.data) {
+	if _, ans := s.post(t, stOlafCase()); ans["model_digest"] != "sha256:"+fileSHA(b.Data) {
 		t.Errorf("model B's digest %v", ans["model_digest"])
 	}
-	writeModel(t, path, a.data)
+	writeModel(t, path, a.Data)
 	if swapped, err := s.Reload(); !swapped || err != nil {
 		t.Fatalf("back to A: swapped %v, %v", swapped, err)
 	}
@@ -167,28 +167,28 @@ func slowRequest(t *testing.T, url string) (finish func() (int, map[string]any))
 
 func TestRequestInFlightFinishesOnTheOldModel(t *testing.T) {
 	a, b := stOlaf(t)
-	path := modelFile(t, a.data)
+	path := modelFile(t, a.Data)
 	s := start(t, config(t, path))
 	finish := slowRequest(t, s.url)
-	writeModel(t, path, b.data)
+	writeModel(t, path, b.Data)
 	if swapped, err := s.Reload(); !swapped || err != nil {
 		t.Fatalf("swap: %v %v", swapped, err)
 	}
-	if v := s.version(t); v != b.artifact.Version {
+	if v := s.version(t); v != b.Artifact.Version {
 		t.Fatalf("serving %s after the swap", v)
 	}
 	code, ans := finish()
-	if code != 200 || ans["model_version"] != a.artifact.Version {
-		t.Errorf("the request in flight: %d, model %v; want 200 from model A (%s)", code, ans["model_version"], a.artifact.Version)
+	if code != 200 || ans["model_version"] != a.Artifact.Version {
+		t.Errorf("the request in flight: %d, model %v; want 200 from model A (%s)", code, ans["model_version"], a.Artifact.Version)
 	}
-	if want := predictLocally(t, a.artifact, stOlafCase()); num(t, ans["prediction"]) != want.Value {
+	if want := predictLocally(t, a.Artifact, stOlafCase()); num(t, ans["prediction"]) != want.Value {
 		t.Errorf("prediction %v, model A's %v", ans["prediction"], want.Value)
 	}
 }
 
 func TestShutdownDrains(t *testing.T) {
 	a, _ := stOlaf(t)
-	cfg := config(t, modelFile(t, a.data))
+	cfg := config(t, modelFile(t, a.Data))
 	cfg.ShutdownDelay = 500 * time.Millisecond
 	s := start(t, cfg)
 	finish := slowRequest(t, s.url)
@@ -221,7 +221,7 @@ func TestShutdownDrains(t *testing.T) {
 	default:
 	}
 	code, ans := finish()
-	if code != 200 || ans["model_version"] != a.artifact.Version {
+	if code != 200 || ans["model_version"] != a.Artifact.Version {
 		t.Errorf("the request in flight during shutdown: %d %v", code, ans)
 	}
 	if err := <-stopped; err != nil {
@@ -237,7 +237,7 @@ func TestShutdownDrains(t *testing.T) {
 
 func TestSlowClientsMeetTimeouts(t *testing.T) {
 	a, _ := stOlaf(t)
-	cfg := config(t, modelFile(t, a.data))
+	cfg := config(t, modelFile(t, a.Data))
 	cfg.ReadTimeout = 300 * time.Millisecond
 	s := start(t, cfg)
 	addr := strings.TrimPrefix(s.url, "http://")
@@ -278,7 +278,7 @@ func TestStartRefusesABadModel(t *testing.T) {
 	dir := t.TempDir()
 	for _, c := range []struct{ name, file, msg string }{
 		{"missing", dir + "/none.json", "no such file"},
-		{"truncated", writeFile(t, dir+"/t.json", a.data[:100]), "truncated"},
+		{"truncated", writeFile(t, dir+"/t.json", a.Data[:100]), "truncated"},
 		{"empty", writeFile(t, dir+"/e.json", nil), "empty: no JSON at all"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

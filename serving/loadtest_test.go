@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/wardml/ward/models/modeltest"
 	"io"
 	"os"
 	"path/filepath"
@@ -31,7 +32,7 @@ func TestLoadWhileSwappingTenTimes(t *testing.T) {
 	a, b := stOlaf(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "model.json")
-	writeModel(t, path, a.data)
+	writeModel(t, path, a.Data)
 	cfg := config(t, path)
 	cfg.Watch = 100 * time.Millisecond
 	cfg.PredictionLog = filepath.Join(dir, "predictions.jsonl")
@@ -63,8 +64,8 @@ func TestLoadWhileSwappingTenTimes(t *testing.T) {
 	samples := []string{fmt.Sprintf("%.1f", float64(heapStart)/(1<<20))}
 	for i := range 10 {
 		at(5*time.Second + time.Duration(i)*5*time.Second)
-		next := []fitted{b, a}[i%2]
-		writeModel(t, path, next.data)
+		next := []modeltest.Fitted{b, a}[i%2]
+		writeModel(t, path, next.Data)
 		if i%2 == 1 {
 			// The watch may see the file first: then Reload finds it
 			// unchanged. The count of swaps below holds either way.
@@ -72,7 +73,7 @@ func TestLoadWhileSwappingTenTimes(t *testing.T) {
 				t.Errorf("swap %d by Reload: %v", i+1, err)
 			}
 		}
-		waitFor(t, fmt.Sprintf("swap %d", i+1), func() bool { return s.version(t) == next.artifact.Version })
+		waitFor(t, fmt.Sprintf("swap %d", i+1), func() bool { return s.version(t) == next.Artifact.Version })
 		samples = append(samples, fmt.Sprintf("%.1f", float64(heap())/(1<<20)))
 	}
 	at(run - 3*time.Second)

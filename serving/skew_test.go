@@ -10,12 +10,13 @@ import (
 
 	"github.com/wardml/ward/internal/contract"
 	"github.com/wardml/ward/models"
+	"github.com/wardml/ward/models/modeltest"
 )
 
 // fitSPARCS fits the SPARCS contract's model on the real public sample,
 // read through the contract as ingest reads it, with the contract's
 // seeded random split.
-func fitSPARCS(t *testing.T) fitted {
+func fitSPARCS(t *testing.T) modeltest.Fitted {
 	t.Helper()
 	h, err := contract.Load("../internal/contract/testdata/sparcs/hospital.yaml")
 	if err != nil {
@@ -30,7 +31,7 @@ func fitSPARCS(t *testing.T) fitted {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec := specFor(t, h)
+	spec := modeltest.Spec(t, h)
 	cols := h.InputColumns()
 	index := func(name string) int {
 		return slices.IndexFunc(cols, func(c models.Column) bool { return c.Name == name })
@@ -59,7 +60,7 @@ func fitSPARCS(t *testing.T) fitted {
 			train = append(train, c)
 		}
 	}
-	return fit(t, spec, train, valid)
+	return modeltest.Fit(t, spec, train, valid)
 }
 
 // The server's answers on the validation cases, sent as JSON, are the
@@ -69,20 +70,20 @@ func TestNoTrainServeSkew(t *testing.T) {
 	stOlafModel, _ := stOlaf(t)
 	for _, c := range []struct {
 		name string
-		f    fitted
+		f    modeltest.Fitted
 	}{
 		{"st-olaf (synthetic; dates, rare levels, calibrated)", stOlafModel},
 		{"SPARCS 2016 (real public data)", fitSPARCS(t)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			f := c.f
-			s := start(t, config(t, modelFile(t, f.data)))
+			s := start(t, config(t, modelFile(t, f.Data)))
 			var served, calibrated, actual []float64
-			for from := 0; from < len(f.valid); from += 100 {
-				batch := f.valid[from:min(from+100, len(f.valid))]
+			for from := 0; from < len(f.Valid); from += 100 {
+				batch := f.Valid[from:min(from+100, len(f.Valid))]
 				var insts []any
 				for _, vc := range batch {
-					insts = append(insts, caseJSON(f.artifact.Inputs, vc.Row))
+					insts = append(insts, modeltest.Request(f.Artifact.Inputs, vc.Row))
 				}
 				code, ans := s.post(t, map[string]any{"instances": insts})
 				if code != 200 {
@@ -90,14 +91,14 @@ func TestNoTrainServeSkew(t *testing.T) {
 				}
 				for i, p := range ans["predictions"].([]any) {
 					p := p.(map[string]any)
-					want := f.predicted[from+i]
+					want := f.Predicted[from+i]
 					got := num(t, p["prediction"])
 					if math.Float64bits(got) != math.Float64bits(want.Value) {
 						t.Fatalf("case %d: served %v (bits %x), training predicted %v (bits %x)", from+i, got, math.Float64bits(got), want.Value, math.Float64bits(want.Value))
 					}
 					served = append(served, got)
 					actual = append(actual, batch[i].Target.Num)
-					if f.artifact.Calibration == nil {
+					if f.Artifact.Calibration == nil {
 						if p["calibrated"] != nil {
 							t.Fatalf("case %d: a calibrated value from a model without calibration", from+i)
 						}
@@ -110,7 +111,7 @@ func TestNoTrainServeSkew(t *testing.T) {
 					calibrated = append(calibrated, cal)
 				}
 			}
-			stored := f.artifact.Metrics["validation"]
+			stored := f.Artifact.Metrics["validation"]
 			if got := models.Evaluate(actual, served); got.Count != stored.Count || got.MAE != stored.MAE || got.RMSE != stored.RMSE || got.UnderRate != stored.UnderRate {
 				t.Errorf("metrics of the served predictions %+v, training's %+v", got, stored.Metrics)
 			}

@@ -425,6 +425,30 @@ func (h *Hospital) InputColumns() []models.Column {
 	return cols
 }
 
+// ModelSpec is the training section as models.Fit takes it: the model's
+// inputs chosen from cols (the joined row's columns, InputColumns), its
+// features, target, penalties, calibration and segments, with the lineage
+// of the rows it will be fitted on.
+func (h *Hospital) ModelSpec(cols []models.Column, lineage models.Lineage) (models.Spec, error) {
+	tr := h.Training
+	inputs, err := models.InputsFor(cols, tr.Features)
+	if err != nil {
+		return models.Spec{}, err
+	}
+	return models.Spec{
+		Hospital:        h.ID,
+		Inputs:          inputs,
+		Features:        tr.Features,
+		Target:          tr.Target,
+		TargetTransform: tr.TargetTransform,
+		Lambdas:         tr.Model.Lambdas,
+		UnderRate:       tr.Calibration.UnderRate,
+		MinRows:         tr.MinRows,
+		Segments:        tr.Segments,
+		Lineage:         lineage,
+	}, nil
+}
+
 // MaxRejected returns the fraction of rows that may be rejected.
 func (t Thresholds) MaxRejected() float64 { return *t.MaxRejectedRows }
 

@@ -120,31 +120,19 @@ func (p *dataset) load(ctx context.Context, s *store.Store, ward string) error {
 	if err := p.clean(); err != nil {
 		return err
 	}
-	inputs, err := models.InputsFor(p.cols, tr.Features)
-	if err != nil {
-		return err
-	}
-	for _, c := range inputs {
-		p.inputs = append(p.inputs, col(c.Name))
-	}
-	for _, name := range tr.Segments {
-		p.segments = append(p.segments, col(name))
-	}
+	var err error
 	p.files, err = lineageFiles(ctx, s, h.ID, ds.Lineage.Files)
 	if err != nil {
 		return err
 	}
-	p.spec = models.Spec{
-		Hospital:        h.ID,
-		Inputs:          inputs,
-		Features:        tr.Features,
-		Target:          tr.Target,
-		TargetTransform: tr.TargetTransform,
-		Lambdas:         tr.Model.Lambdas,
-		UnderRate:       tr.Calibration.UnderRate,
-		MinRows:         tr.MinRows,
-		Segments:        tr.Segments,
-		Lineage:         models.Lineage{Files: p.files, Contract: h.Hash, Ward: ward},
+	if p.spec, err = h.ModelSpec(p.cols, models.Lineage{Files: p.files, Contract: h.Hash, Ward: ward}); err != nil {
+		return err
+	}
+	for _, c := range p.spec.Inputs {
+		p.inputs = append(p.inputs, col(c.Name))
+	}
+	for _, name := range tr.Segments {
+		p.segments = append(p.segments, col(name))
 	}
 	if p.main, p.split, err = p.mainSplit(); err != nil {
 		return err

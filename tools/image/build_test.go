@@ -19,7 +19,7 @@ import (
 // and nothing of the server's.
 func TestBuildIsReproducible(t *testing.T) {
 	a := build(t, testModel("st-olaf", "2026-11-30.1", 1000))
-	again, err := BuildServer(context.Background(), ".", "./testdata/serve", Platforms)
+	again, err := BuildServer(context.Background(), "../..", DefaultServerPackage, Platforms)
 	if err != nil {
 		t.Fatal(err)
 	}

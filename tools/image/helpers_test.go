@@ -18,7 +18,7 @@ import (
 	"github.com/wardml/ward/tools/signing"
 )
 
-// The stand-in server of testdata/serve, built once for both platforms.
+// The real model server, built once for both platforms.
 var (
 	serverOnce sync.Once
 	serverBins *Server
@@ -29,7 +29,7 @@ func testServer(t testing.TB) *Server {
 	t.Helper()
 	testenv.LookPath(t, "go", "golang-go")
 	serverOnce.Do(func() {
-		serverBins, serverErr = BuildServer(context.Background(), ".", "./testdata/serve", Platforms)
+		serverBins, serverErr = BuildServer(context.Background(), "../..", DefaultServerPackage, Platforms)
 	})
 	if serverErr != nil {
 		t.Fatal(serverErr)
@@ -39,8 +39,9 @@ func testServer(t testing.TB) *Server {
 
 var testTime = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 
-// testModel is a model file in the artifact's JSON shape (the fields the
-// stand-in server reads), with validation metrics.
+// testModel is a model file in the artifact's JSON shape, with validation
+// metrics: the image treats the model as bytes with metadata, so most tests
+// need no fitted model (the runc test serves a real one).
 func testModel(hospital, version string, intercept float64) Model {
 	art, _ := json.Marshal(map[string]any{
 		"format_version": 1, "hospital": hospital, "version": version, "family": "ridge",

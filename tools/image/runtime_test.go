@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/wardml/ward/internal/testenv"
+	"github.com/wardml/ward/models/modeltest"
 	"github.com/wardml/ward/tools/signing"
 )
 
@@ -36,7 +37,14 @@ func TestImageRunsInRunc(t *testing.T) {
 	reg := testenv.StartRegistry(t)
 	tg := newTarget("docker-registry", reg.Host)
 	ctx := context.Background()
-	res, err := NewPublisher(WithRemote(tg.remote()...)).Publish(ctx, tg.repo(t, "ward/st-olaf"), build(t, testModel("st-olaf", "2026-11-30.1", 4321.5)), nil)
+	fitted := modeltest.StOlaf(t, 600, 1, 1)
+	fitted.Artifact.Version = "2026-11-30.1"
+	art, err := fitted.Artifact.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := Model{Hospital: "st-olaf", Version: "2026-11-30.1", Family: "ridge", Artifact: art}
+	res, err := NewPublisher(WithRemote(tg.remote()...)).Publish(ctx, tg.repo(t, "ward/st-olaf"), build(t, m), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +81,26 @@ func TestImageRunsInRunc(t *testing.T) {
 	if err := testenv.WaitTCP(addr, 30*time.Second, exited); err != nil {
 		t.Fatalf("the container does not listen on %s: %v\n%s", addr, err, out.String())
 	}
-	resp, err := http.Post("http://"+addr+"/v1/predict", "application/json", strings.NewReader(`{"age": 54}`))
+	// The server accepts connections before it is ready: wait for /readyz.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			r.Body.Close()
+			if r.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the container is not ready: %v\n%s", err, out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	req, err := json.Marshal(modeltest.Request(fitted.Artifact.Inputs, fitted.Valid[0].Row))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post("http://"+addr+"/v1/predict", "application/json", bytes.NewReader(req))
 	if err != nil {
 		t.Fatalf("POST /v1/predict: %v\n%s", err, out.String())
 	}
@@ -87,8 +114,8 @@ func TestImageRunsInRunc(t *testing.T) {
 	if err := json.Unmarshal(body, &got); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("POST /v1/predict: %s %s: %v", resp.Status, body, err)
 	}
-	if got.Hospital != "st-olaf" || got.Version != "2026-11-30.1" || got.Prediction != 4321.5 {
-		t.Errorf("the container answered %+v, want the baked-in model st-olaf 2026-11-30.1 (4321.5)", got)
+	if want := fitted.Predicted[0].Value; got.Hospital != "st-olaf" || got.Version != "2026-11-30.1" || got.Prediction != want {
+		t.Errorf("the container answered %+v, want the baked-in model st-olaf 2026-11-30.1 (%v, training's prediction)", got, want)
 	}
 }
 

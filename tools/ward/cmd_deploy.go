@@ -6,17 +6,36 @@ import (
 	"flag"
 
 	"github.com/wardml/ward/internal/exit"
+	"github.com/wardml/ward/tools/image"
 	"github.com/wardml/ward/tools/manifest"
+	"github.com/wardml/ward/tools/registry"
 )
 
-// imageVerifier returns the signature check of ward deploy, built from the
-// configuration (WARD_VERIFY_KEY). This is where the cosign-format
-// verification of the signing package connects: it calls that package's
-// verify and manifest.ImageFromAnnotations on the verified annotations.
-// Until it is connected it returns nil, and ward deploy refuses every
-// image (exit 2), because a deploy never records an image it did not
-// verify.
-var imageVerifier = func(app *App) (manifest.Verifier, error) { return nil, nil }
+// imageVerifier returns the signature check of ward deploy: the image's
+// cosign-format signatures must verify with WARD_VERIFY_KEY, and what the
+// deploy records (hospital, version, metrics) comes from the verified
+// annotations, never from the caller.
+func imageVerifier(app *App) (manifest.Verifier, error) {
+	pub, err := verifyKey(app, "")
+	if err != nil {
+		return nil, err
+	}
+	client, err := registry.FromConfig(app.Config)
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context, ref string) (manifest.Image, error) {
+		d, err := client.ParseDigest(ref)
+		if err != nil {
+			return manifest.Image{}, err
+		}
+		v, err := image.Verify(ctx, d, pub, client.Remote(ctx)...)
+		if err != nil {
+			return manifest.Image{}, verifyError(err)
+		}
+		return manifest.ImageFromAnnotations(d, v.Annotations)
+	}, nil
+}
 
 func init() {
 	var f manifestFlags
@@ -58,9 +77,6 @@ tag, no verification key, an unreachable or uninitialized manifest repo.`,
 			verify, err := imageVerifier(app)
 			if err != nil {
 				return exit.With(exit.Config, err)
-			}
-			if verify == nil {
-				return exit.With(exit.Config, errors.New("this build of ward cannot verify image signatures yet, and deploys only verified images; nothing deployed"))
 			}
 			r, err := openManifest(app, &f, manifest.WithVerifier(verify))
 			if err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/ecdsa"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 	"github.com/wardml/ward/internal/exit"
 	"github.com/wardml/ward/internal/logging"
 	"github.com/wardml/ward/internal/version"
+	"github.com/wardml/ward/models"
 	"github.com/wardml/ward/tools/image"
 	"github.com/wardml/ward/tools/registry"
 	"github.com/wardml/ward/tools/signing"
@@ -221,32 +221,23 @@ func (j packageJob) run(ctx context.Context, app *App, client *registry.Client, 
 	return out, nil
 }
 
-// readModel reads what the image needs from a model artifact: hospital,
-// version, family and the validation metrics.
-// TODO(lead): switch to models.Decode once models/ has landed, so that a
-// bad artifact is refused before it is packaged.
+// readModel reads a model artifact, checked as the server will check it
+// when it starts, so that an image never carries a model it cannot serve.
 func readModel(file string) (image.Model, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return image.Model{}, fmt.Errorf("model: %w", err)
 	}
-	var a struct {
-		Hospital string                                `json:"hospital"`
-		Version  string                                `json:"version"`
-		Family   string                                `json:"family"`
-		Metrics  map[string]map[string]json.RawMessage `json:"metrics"`
+	a, err := models.Decode(b)
+	if err != nil {
+		return image.Model{}, fmt.Errorf("model %s: %w", file, err)
 	}
-	if err := json.Unmarshal(b, &a); err != nil {
-		return image.Model{}, fmt.Errorf("model %s: not a model artifact: %v", file, err)
-	}
-	if a.Hospital == "" || a.Version == "" {
-		return image.Model{}, fmt.Errorf("model %s: no hospital or version: not a model artifact", file)
-	}
-	m := image.Model{Hospital: a.Hospital, Version: a.Version, Family: a.Family, Artifact: b, Metrics: map[string]float64{}}
-	for k, raw := range a.Metrics["validation"] {
-		if f, err := strconv.ParseFloat(string(raw), 64); err == nil {
-			m.Metrics[k] = f
-		}
+	val := a.Metrics["validation"]
+	m := image.Model{Hospital: a.Hospital, Version: a.Version, Family: a.Family, Artifact: b, Metrics: map[string]float64{
+		"mae": val.MAE, "rmse": val.RMSE, "under_rate": val.UnderRate, "count": float64(val.Count),
+	}}
+	if val.MAPE != nil {
+		m.Metrics["mape"] = *val.MAPE
 	}
 	return m, nil
 }

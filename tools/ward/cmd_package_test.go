@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/wardml/ward/internal/testenv"
+	"github.com/wardml/ward/models"
+	"github.com/wardml/ward/models/modeltest"
 	"github.com/wardml/ward/tools/image"
 	"github.com/wardml/ward/tools/registry"
 )
@@ -30,20 +33,13 @@ var (
 	serveErr  error
 )
 
-// serverFlags builds the stand-in server of tools/image/testdata once and
-// gives it to ward package as prebuilt binaries.
+// serverFlags builds the real model server (serving/cmd/ward-serve) once
+// and gives it to ward package as prebuilt binaries.
 func serverFlags(t *testing.T) []string {
 	t.Helper()
-	testenv.LookPath(t, "go", "golang-go")
-	serveOnce.Do(func() {
-		serveBins, serveErr = image.BuildServer(context.Background(), "../image", "./testdata/serve", image.Platforms)
-	})
-	if serveErr != nil {
-		t.Fatal(serveErr)
-	}
 	dir := t.TempDir()
 	var flags []string
-	for p, b := range serveBins.Binaries {
+	for p, b := range builtServer(t).Binaries {
 		f := filepath.Join(dir, strings.ReplaceAll(p, "/", "-"))
 		if err := os.WriteFile(f, b, 0o755); err != nil {
 			t.Fatal(err)
@@ -53,17 +49,39 @@ func serverFlags(t *testing.T) []string {
 	return flags
 }
 
-func writeModel(t *testing.T, dir, hospital, version string) string {
+func builtServer(t *testing.T) *image.Server {
+	t.Helper()
+	testenv.LookPath(t, "go", "golang-go")
+	serveOnce.Do(func() {
+		serveBins, serveErr = image.BuildServer(context.Background(), "../..", image.DefaultServerPackage, image.Platforms)
+	})
+	if serveErr != nil {
+		t.Fatal(serveErr)
+	}
+	return serveBins
+}
+
+// writeModel writes a real st-olaf model of the given version, as ward
+// train leaves it (model.json and its report folder), into dir.
+func writeModel(t *testing.T, dir, version string) (string, *models.Artifact) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Join(dir, "report"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	art, _ := json.Marshal(map[string]any{"format_version": 1, "hospital": hospital, "version": version, "family": "ridge", "intercept": 10.5,
-		"metrics": map[string]any{"validation": map[string]any{"count": 120, "mae": 640.25, "rmse": 990, "under_rate": 0.18}}})
+	fitted := modeltest.StOlaf(t, 600, 1, 1)
+	fitted.Artifact.Version = version
+	data, err := fitted.Artifact.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
 	f := filepath.Join(dir, "model.json")
-	os.WriteFile(f, art, 0o644)
-	os.WriteFile(filepath.Join(dir, "report", "report.html"), []byte("<h1>report</h1>"), 0o644)
-	return f
+	if err := os.WriteFile(f, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "report", "report.html"), []byte("<h1>report</h1>"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f, fitted.Artifact
 }
 
 func TestPackageAndVerifyCommands(t *testing.T) {
@@ -96,8 +114,8 @@ func TestPackageAndVerifyCommands(t *testing.T) {
 		t.Errorf("keys generate over existing keys: %d %s", code, errs)
 	}
 
-	models := filepath.Join(work, "models")
-	model := writeModel(t, filepath.Join(models, "st-olaf"), "st-olaf", "2026-11-30.1")
+	modelDir := filepath.Join(work, "models")
+	model, art := writeModel(t, filepath.Join(modelDir, "st-olaf"), "2026-11-30.1")
 	args := append([]string{"package", "--hospital", "st-olaf", "--model", model}, serverFlags(t)...)
 	code, out, errs := wardRun(t, env, args...)
 	if code != 0 {
@@ -116,7 +134,7 @@ func TestPackageAndVerifyCommands(t *testing.T) {
 	if code, out, errs := wardRun(t, env, "verify", ref, "--key", pub); code != 0 || !strings.Contains(out, "hospital st-olaf, model 2026-11-30.1 (ridge)") {
 		t.Errorf("verify: %d\n%s%s", code, out, errs)
 	}
-	if code, out, errs := wardRun(t, env, "verify", ref, "--key", pub, "--output", "json"); code != 0 || !strings.Contains(out, `"mae": 640.25`) {
+	if code, out, errs := wardRun(t, env, "verify", ref, "--key", pub, "--output", "json"); code != 0 || !strings.Contains(out, fmt.Sprintf(`"mae": %v`, art.Metrics["validation"].MAE)) {
 		t.Errorf("verify --output json: %d\n%s%s", code, out, errs)
 	}
 
@@ -131,9 +149,9 @@ func TestPackageAndVerifyCommands(t *testing.T) {
 
 	// --all: sparcs's model names another hospital; st-olaf still goes
 	// through, and the command fails.
-	writeModel(t, filepath.Join(models, "sparcs"), "st-olaf", "v9")
-	code, out, errs = wardRun(t, env, append([]string{"package", "--all", "--models", models, "--output", "json"}, serverFlags(t)...)...)
-	if code != 1 || !strings.Contains(errs, `model `+filepath.Join(models, "sparcs", "model.json")+` is for hospital \"st-olaf\", not \"sparcs\"`) {
+	writeModel(t, filepath.Join(modelDir, "sparcs"), "v9")
+	code, out, errs = wardRun(t, env, append([]string{"package", "--all", "--models", modelDir, "--output", "json"}, serverFlags(t)...)...)
+	if code != 1 || !strings.Contains(errs, `model `+filepath.Join(modelDir, "sparcs", "model.json")+` is for hospital \"st-olaf\", not \"sparcs\"`) {
 		t.Errorf("package --all with a wrong model: exit %d\n%s", code, errs)
 	}
 	var results []struct{ Hospital, Image, Error string }
@@ -147,7 +165,7 @@ func TestPackageRefusesBadSetup(t *testing.T) {
 	os.MkdirAll(filepath.Join(work, "hospitals", "st-olaf"), 0o755)
 	b, _ := os.ReadFile("../../internal/contract/testdata/st-olaf/hospital.yaml")
 	os.WriteFile(filepath.Join(work, "hospitals", "st-olaf", "hospital.yaml"), b, 0o644)
-	model := writeModel(t, filepath.Join(work, "m"), "st-olaf", "v1")
+	model, _ := writeModel(t, filepath.Join(work, "m"), "v1")
 	env := []string{"WARD_HOSPITALS=" + filepath.Join(work, "hospitals"), "WARD_REGISTRY=127.0.0.1:1"}
 	for _, c := range []struct {
 		args []string

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/ecdsa"
 	"context"
 	"errors"
 	"flag"
@@ -45,27 +46,13 @@ fails verification, 2 for usage, a missing key or an unreachable registry.`,
 			if err != nil {
 				return exit.With(exit.Config, err)
 			}
-			if key == "" {
-				key = app.Config.Get("verify_key")
-			}
-			if key == "" {
-				return exit.With(exit.Config, errors.New("no public key: pass --key PUB or set WARD_VERIFY_KEY"))
-			}
-			b, err := os.ReadFile(key)
+			pub, err := verifyKey(app, key)
 			if err != nil {
-				return exit.With(exit.Config, fmt.Errorf("public key: %w", err))
-			}
-			pub, err := signing.ParsePublicKey(b)
-			if err != nil {
-				return exit.With(exit.Config, fmt.Errorf("public key %s: %w", key, err))
+				return err
 			}
 			v, err := image.Verify(ctx, ref, pub, client.Remote(ctx)...)
 			if err != nil {
-				if errors.Is(err, signing.ErrUnsigned) || errors.Is(err, signing.ErrWrongKey) ||
-					errors.Is(err, signing.ErrMismatch) || errors.Is(err, image.ErrTampered) {
-					return exit.With(exit.Failure, err)
-				}
-				return exit.With(exit.Config, err)
+				return verifyError(err)
 			}
 			app.Log.Info("verified", "image", ref.String(), "hospital", v.Hospital, "version", v.Version, "event.outcome", "success")
 			res := struct {
@@ -92,4 +79,34 @@ fails verification, 2 for usage, a missing key or an unreachable registry.`,
 			})
 		},
 	})
+}
+
+// verifyKey reads the public key that signatures must verify with: the
+// given file, else WARD_VERIFY_KEY.
+func verifyKey(app *App, file string) (*ecdsa.PublicKey, error) {
+	if file == "" {
+		file = app.Config.Get("verify_key")
+	}
+	if file == "" {
+		return nil, exit.With(exit.Config, errors.New("no public key: pass --key PUB or set WARD_VERIFY_KEY"))
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, exit.With(exit.Config, fmt.Errorf("public key: %w", err))
+	}
+	pub, err := signing.ParsePublicKey(b)
+	if err != nil {
+		return nil, exit.With(exit.Config, fmt.Errorf("public key %s: %w", file, err))
+	}
+	return pub, nil
+}
+
+// verifyError maps a failed verification to its exit code: 1 when the image
+// is not what it should be, 2 when the registry could not be asked.
+func verifyError(err error) error {
+	if errors.Is(err, signing.ErrUnsigned) || errors.Is(err, signing.ErrWrongKey) ||
+		errors.Is(err, signing.ErrMismatch) || errors.Is(err, image.ErrTampered) {
+		return exit.With(exit.Failure, err)
+	}
+	return exit.With(exit.Config, err)
 }

@@ -26,7 +26,7 @@ func init() {
 		Flags: func(fs *flag.FlagSet) {
 			fs.IntVar(&hospitals, "hospitals", 20, "number of hospitals")
 			fs.StringVar(&host, "registry", "", "registry host[:port] to push to (default: the in-process registry)")
-			fs.StringVar(&serverPkg, "server-package", "", "server main package (default ./serving/cmd/ward-serve if present, else the image tests' stand-in)")
+			fs.StringVar(&serverPkg, "server-package", "", "server main package (default ./serving/cmd/ward-serve)")
 		},
 		Run: func(ctx context.Context) error {
 			if host == "" {
@@ -43,10 +43,7 @@ func init() {
 				host = srv.Host
 			}
 			if serverPkg == "" {
-				serverPkg = "./tools/image/testdata/serve"
-				if _, err := os.Stat("serving/cmd/ward-serve"); err == nil {
-					serverPkg = image.DefaultServerPackage
-				}
+				serverPkg = image.DefaultServerPackage
 			}
 			t0 := time.Now()
 			srv, err := image.BuildServer(ctx, ".", serverPkg, image.Platforms)
