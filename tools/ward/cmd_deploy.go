@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
+	"io"
+	"os"
 
 	"github.com/wardml/ward/internal/exit"
 	"github.com/wardml/ward/tools/image"
@@ -38,11 +42,15 @@ func imageVerifier(app *App) (manifest.Verifier, error) {
 }
 
 func init() {
-	var f manifestFlags
+	var (
+		f            manifestFlags
+		images       string
+		skipRejected bool
+	)
 	register(&Command{
 		Name:    "deploy",
 		Summary: "Deploy a signed image to a hospital: one commit in the manifest repo",
-		Usage:   "deploy --hospital ID --image REPOSITORY@sha256:DIGEST [--force] [--dry-run] [--output json]",
+		Usage:   "deploy (--hospital ID --image REPOSITORY@sha256:DIGEST | --images FILE) [--force] [--skip-rejected] [--dry-run] [--output json]",
 		Help: `Verifies the image's signature (WARD_VERIFY_KEY) first: an unsigned image,
 a signature by another key, a digest that does not match, an image of
 another hospital, or a reference by tag is refused. Then it pins the image
@@ -56,19 +64,31 @@ A digest that is live already changes nothing (exit 0). A digest that was
 rolled back (by ward rollback or by a git revert of its deploy) is refused
 unless --force, so a scheduled run does not undo a rollback.
 
+--images FILE deploys every image that ward package --output json wrote to
+FILE (a scheduled pipeline: ward package --all ... --output json > FILE);
+with --skip-rejected, a digest that was rolled back is reported and
+skipped instead of failing the run (the same inputs give the same digest,
+so the next scheduled run would otherwise fail until new data arrives).
+
 Exit codes: 0 deployed or nothing to do; 1 refused (unverified image,
 rolled-back digest, invalid manifest content); 2 usage, a reference by
 tag, no verification key, an unreachable or uninitialized manifest repo.`,
-		Example: "ward deploy --hospital st-olaf --image registry.example/ward/st-olaf@sha256:4b1d...",
-		Output:  true,
+		Example: `ward deploy --hospital st-olaf --image registry.example/ward/st-olaf@sha256:4b1d...
+ward package --all --models models --output json > images.json && ward deploy --images images.json --skip-rejected`,
+		Output: true,
 		Flags: func(fs *flag.FlagSet) {
 			f.bind(fs, true)
 			fs.StringVar(&f.image, "image", "", "the image, REPOSITORY@sha256:DIGEST as ward package prints it")
 			fs.BoolVar(&f.force, "force", false, "deploy a digest that was rolled back")
+			fs.StringVar(&images, "images", "", "deploy every image of `FILE`, the output of ward package --output json")
+			fs.BoolVar(&skipRejected, "skip-rejected", false, "report and skip a digest that was rolled back, instead of failing")
 		},
 		Run: func(ctx context.Context, app *App, _ []string) error {
+			if images != "" {
+				return deployImages(ctx, app, &f, images, skipRejected)
+			}
 			if f.hospital == "" || f.image == "" {
-				return exit.With(exit.Config, errors.New("want --hospital ID and --image REPOSITORY@sha256:DIGEST"))
+				return exit.With(exit.Config, errors.New("want --hospital ID and --image REPOSITORY@sha256:DIGEST, or --images FILE"))
 			}
 			// A reference by tag is refused before anything else.
 			if _, err := manifest.ParseImageRef(f.image); err != nil {
@@ -83,10 +103,89 @@ tag, no verification key, an unreachable or uninitialized manifest repo.`,
 				return err
 			}
 			res, err := r.Deploy(ctx, manifest.Deployment{Hospital: f.hospital, Image: f.image, Force: f.force, DryRun: f.dryRun})
+			if skipRejected && errors.Is(err, manifest.ErrRejected) {
+				app.Log.Warn("deploy skipped: the digest was rolled back", "hospital", f.hospital, "image", f.image, "error", err)
+				fmt.Fprintf(app.Stdout, "deploy %s: skipped: %v\n", f.hospital, err)
+				return nil
+			}
 			if err != nil {
 				return manifestError(err)
 			}
 			return printResult(app, r, res)
 		},
 	})
+}
+
+// deployImages deploys every image that ward package wrote to file, one
+// commit each; a hospital that fails does not stop the others.
+func deployImages(ctx context.Context, app *App, f *manifestFlags, file string, skipRejected bool) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return exit.With(exit.Config, fmt.Errorf("--images: %w", err))
+	}
+	var packaged []packageResult
+	if err := json.Unmarshal(b, &packaged); err != nil {
+		return exit.With(exit.Config, fmt.Errorf("--images %s: not the output of ward package --output json: %v", file, err))
+	}
+	verify, err := imageVerifier(app)
+	if err != nil {
+		return exit.With(exit.Config, err)
+	}
+	r, err := openManifest(app, f, manifest.WithVerifier(verify))
+	if err != nil {
+		return err
+	}
+	type outcome struct {
+		Hospital string           `json:"hospital"`
+		Image    string           `json:"image,omitempty"`
+		Outcome  string           `json:"outcome"` // deployed, unchanged, skipped, failed
+		Result   *manifest.Result `json:"result,omitempty"`
+		Error    string           `json:"error,omitempty"`
+	}
+	var out []outcome
+	failed := 0
+	for _, p := range packaged {
+		if f.hospital != "" && p.Hospital != f.hospital {
+			continue
+		}
+		o := outcome{Hospital: p.Hospital, Image: p.Image}
+		switch {
+		case p.Error != "" || p.Image == "":
+			o.Outcome, o.Error = "skipped", "not packaged: "+p.Error
+		default:
+			res, err := r.Deploy(ctx, manifest.Deployment{Hospital: p.Hospital, Image: p.Image, Force: f.force, DryRun: f.dryRun})
+			switch {
+			case skipRejected && errors.Is(err, manifest.ErrRejected):
+				o.Outcome, o.Error = "skipped", err.Error()
+				app.Log.Warn("deploy skipped: the digest was rolled back", "hospital", p.Hospital, "image", p.Image, "error", err)
+			case err != nil:
+				o.Outcome, o.Error = "failed", err.Error()
+				failed++
+				app.Log.Error("deploy failed", "hospital", p.Hospital, "image", p.Image, "error", err)
+			case res.Status == manifest.StatusUnchanged:
+				o.Outcome, o.Result = "unchanged", res
+			default:
+				o.Outcome, o.Result = "deployed", res
+			}
+		}
+		out = append(out, o)
+	}
+	if err := app.Print(out, func(w io.Writer) {
+		for _, o := range out {
+			switch {
+			case o.Result != nil && o.Result.Status == manifest.StatusUnchanged:
+				fmt.Fprintf(w, "deploy %s: nothing to do: %s\n", o.Hospital, o.Result.Reason)
+			case o.Result != nil:
+				fmt.Fprintf(w, "deploy %s: %s; pushed %s\n", o.Hospital, change(o.Result), shortList(o.Result.Commits))
+			default:
+				fmt.Fprintf(w, "deploy %s: %s: %s\n", o.Hospital, o.Outcome, o.Error)
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	if failed > 0 {
+		return exit.With(exit.Failure, fmt.Errorf("%d of %d images failed to deploy", failed, len(out)))
+	}
+	return nil
 }

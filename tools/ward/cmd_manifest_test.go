@@ -169,3 +169,42 @@ func TestDeployRollbackHistoryCommands(t *testing.T) {
 		t.Fatalf("no manifest repo: %d %s", code, errOut)
 	}
 }
+
+// ward deploy --images takes what ward package --output json wrote: each
+// image deploys, a hospital that was not packaged is skipped, and with
+// --skip-rejected a rolled-back digest is reported instead of failing.
+func TestDeployImagesOfPackage(t *testing.T) {
+	remote := testenv.BareRepo(t)
+	imgs := publishImages(t)
+	env := imgs.env
+	if code, out, errOut := ward(t, remote, env, "manifest", "init"); code != exit.OK {
+		t.Fatalf("init: %d %s%s", code, out, errOut)
+	}
+	file := filepath.Join(t.TempDir(), "images.json")
+	write := func(img manifest.Image) {
+		b, _ := json.Marshal([]map[string]string{{"hospital": "st-olaf", "image": img.Ref}, {"hospital": "riverside", "skipped": "the model failed its gate"}})
+		os.WriteFile(file, b, 0o644)
+	}
+	write(imgs.v1)
+	code, out, errOut := ward(t, remote, env, "deploy", "--images", file)
+	if code != exit.OK || !strings.Contains(out, "deploy st-olaf: nothing -> v1") || !strings.Contains(out, "deploy riverside: skipped: not packaged") {
+		t.Fatalf("deploy --images: %d\n%s%s", code, out, errOut)
+	}
+	write(imgs.v2)
+	if code, out, errOut := ward(t, remote, env, "deploy", "--images", file); code != exit.OK || !strings.Contains(out, "v1 ("+imgs.v1.Ref+") -> v2") {
+		t.Fatalf("deploy --images v2: %d\n%s%s", code, out, errOut)
+	}
+	if code, out, errOut := ward(t, remote, env, "rollback", "--hospital", "st-olaf"); code != exit.OK {
+		t.Fatalf("rollback: %d\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut := ward(t, remote, env, "deploy", "--images", file); code != exit.Failure || !strings.Contains(errOut, "1 of 2 images failed to deploy") {
+		t.Fatalf("deploy --images of a rolled-back digest: %d %s", code, errOut)
+	}
+	code, out, errOut = ward(t, remote, env, "deploy", "--images", file, "--skip-rejected")
+	if code != exit.OK || !strings.Contains(out, "deploy st-olaf: skipped: ") || !strings.Contains(out, "--force") {
+		t.Fatalf("deploy --images --skip-rejected: %d\n%s%s", code, out, errOut)
+	}
+	if code, out, _ := ward(t, remote, nil, "history", "--hospital", "st-olaf"); code != exit.OK || !strings.Contains(out, "live v1") {
+		t.Fatalf("after the skipped deploy, history: %d\n%s", code, out)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"crypto/ecdsa"
 	"errors"
 	"flag"
@@ -20,6 +21,8 @@ import (
 	"github.com/wardml/ward/internal/logging"
 	"github.com/wardml/ward/internal/version"
 	"github.com/wardml/ward/models"
+	"github.com/wardml/ward/pipelines/train"
+	trainreport "github.com/wardml/ward/pipelines/train/report"
 	"github.com/wardml/ward/tools/image"
 	"github.com/wardml/ward/tools/registry"
 	"github.com/wardml/ward/tools/signing"
@@ -29,7 +32,7 @@ func init() {
 	var (
 		hospital             string
 		servers              stringList
-		all                  bool
+		all, force           bool
 		model, models        string
 		card, report         string
 		serverPkg, platforms string
@@ -51,7 +54,11 @@ hospital, REF@sha256:DIGEST: deploys use the digest.
 A model folder holds model.json, optionally MODEL_CARD.md and a report/
 folder (HTML, PNG, JSON); --all --models DIR reads DIR/<id>/. Digests are
 reproducible: times come from SOURCE_DATE_EPOCH, else the last commit.
-Unchanged inputs upload nothing.`,
+Unchanged inputs upload nothing.
+
+A model whose training gate failed (report/metrics.json, written by ward
+train) is refused, and skipped by --all, unless --force: a scheduled run
+ships only the models that passed.`,
 		Example: `ward package --hospital st-olaf --model .ward/models/st-olaf/model.json
 ward package --all --models .ward/models --output json`,
 		Output: true,
@@ -68,6 +75,7 @@ ward package --all --models .ward/models --output json`,
 			fs.StringVar(&platforms, "platform", strings.Join(image.Platforms, ","), "platforms to build the server for")
 			fs.StringVar(&sourceURL, "source", "", "source URL to record (default from GITHUB_SERVER_URL/GITHUB_REPOSITORY)")
 			fs.StringVar(&revision, "revision", "", "source revision to record (default GITHUB_SHA, else git rev-parse HEAD)")
+			fs.BoolVar(&force, "force", false, "package a model whose training gate failed (--all skips such models)")
 		},
 		Run: func(ctx context.Context, app *App, _ []string) error {
 			var jobs []packageJob
@@ -83,7 +91,7 @@ ward package --all --models .ward/models --output json`,
 						app.Log.Warn("no model to package", "hospital", h.ID, "file.path", f)
 						continue
 					}
-					jobs = append(jobs, packageJob{hospital: h, model: f})
+					jobs = append(jobs, packageJob{hospital: h, model: f, force: force})
 				}
 				if len(jobs) == 0 {
 					return exit.With(exit.Config, fmt.Errorf("--models %s: no <id>/model.json for any hospital of %s", models, app.Config.Hospitals()))
@@ -93,7 +101,7 @@ ward package --all --models .ward/models --output json`,
 				if err != nil {
 					return exit.With(exit.Config, err)
 				}
-				jobs = []packageJob{{hospital: hs[0], model: model, card: card, report: report}}
+				jobs = []packageJob{{hospital: hs[0], model: model, card: card, report: report, force: force}}
 			default:
 				return exit.With(exit.Config, errors.New("give --hospital ID --model FILE, or --all --models DIR"))
 			}
@@ -133,6 +141,13 @@ ward package --all --models .ward/models --output json`,
 			start := time.Now()
 			for _, j := range jobs {
 				r, err := j.run(ctx, app, client, pub, srv, opts)
+				if errors.Is(err, errGateFailed) && all {
+					// A scheduled run ships the models that passed; the
+					// others wait for a person (or --force).
+					app.Log.Warn("package skipped", "hospital", j.hospital.ID, "error", err.Error(), "event.outcome", "unknown")
+					results = append(results, packageResult{Hospital: j.hospital.ID, Skipped: err.Error()})
+					continue
+				}
 				if err != nil {
 					failed++
 					app.Log.Error("package failed", "hospital", j.hospital.ID, "error", err.Error(), "event.outcome", "failure")
@@ -145,7 +160,7 @@ ward package --all --models .ward/models --output json`,
 			app.Log.Info("package done", "images", len(jobs)-failed, "failed", failed, "event.duration", time.Since(start).Nanoseconds())
 			perr := app.Print(results, func(w io.Writer) {
 				for _, r := range results {
-					if r.Error == "" {
+					if r.Image != "" {
 						fmt.Fprintln(w, r.Image)
 					}
 				}
@@ -161,6 +176,26 @@ ward package --all --models .ward/models --output json`,
 type packageJob struct {
 	hospital            *contract.Hospital
 	model, card, report string
+	force               bool
+}
+
+// errGateFailed: training's gate judged the model worse than production.
+var errGateFailed = errors.New("the model failed its gate")
+
+// gateOf reads the gate that ward train recorded in the report's
+// metrics.json; ok is false when there is no such record.
+func gateOf(rep image.Report) (train.Gate, bool) {
+	b, ok := rep[trainreport.MetricsFile]
+	if !ok {
+		return train.Gate{}, false
+	}
+	var m struct {
+		Gate *train.Gate `json:"gate"`
+	}
+	if json.Unmarshal(b, &m) != nil || m.Gate == nil {
+		return train.Gate{}, false
+	}
+	return *m.Gate, true
 }
 
 type packageResult struct {
@@ -171,6 +206,8 @@ type packageResult struct {
 	Platforms map[string]string `json:"platforms,omitempty"`
 	Attached  []string          `json:"attached,omitempty"`
 	Error     string            `json:"error,omitempty"`
+	// Skipped says why a model of --all was not packaged (a failed gate).
+	Skipped string `json:"skipped,omitempty"`
 }
 
 func (j packageJob) run(ctx context.Context, app *App, client *registry.Client, pub *image.Publisher, srv *image.Server, opts []image.BuildOption) (packageResult, error) {
@@ -198,6 +235,9 @@ func (j packageJob) run(ctx context.Context, app *App, client *registry.Client, 
 	rep, err := readReport(reportDir, j.report != "")
 	if err != nil {
 		return packageResult{}, err
+	}
+	if gate, ok := gateOf(rep); ok && !gate.Passed && !j.force {
+		return packageResult{}, fmt.Errorf("%w: %s (see %s); package it anyway with --force", errGateFailed, gate.Reason, filepath.Join(reportDir, trainreport.MetricsFile))
 	}
 	img, err := image.Build(m, srv, opts...)
 	if err != nil {

@@ -181,3 +181,42 @@ func TestPackageRefusesBadSetup(t *testing.T) {
 		}
 	}
 }
+
+// A model whose gate failed in training is refused alone, skipped by --all,
+// and packaged with --force.
+func TestPackageHonoursTheGate(t *testing.T) {
+	srv, err := registry.Start(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	work := t.TempDir()
+	hospitals := filepath.Join(work, "hospitals", "st-olaf")
+	os.MkdirAll(hospitals, 0o755)
+	b, _ := os.ReadFile("../../internal/contract/testdata/st-olaf/hospital.yaml")
+	os.WriteFile(filepath.Join(hospitals, "hospital.yaml"), b, 0o644)
+	keys := filepath.Join(work, "keys")
+	env := []string{"WARD_HOSPITALS=" + filepath.Dir(hospitals), "WARD_REGISTRY=" + srv.Host, "WARD_SIGNING_KEY=" + filepath.Join(keys, "ward.key"), "WARD_LOG_FORMAT=json"}
+	if code, _, errs := wardRun(t, env[:2], "keys", "generate", "--out", keys); code != 0 {
+		t.Fatal(errs)
+	}
+	modelDir := filepath.Join(work, "models")
+	model, _ := writeModel(t, filepath.Join(modelDir, "st-olaf"), "v2")
+	failed := `{"hospital": "st-olaf", "gate": {"passed": false, "metric": "mae", "reason": "mae 910 is 4.0% above production's 875 (allowed 2.0%)"}}`
+	os.WriteFile(filepath.Join(modelDir, "st-olaf", "report", "metrics.json"), []byte(failed), 0o644)
+
+	flags := serverFlags(t)
+	code, _, errs := wardRun(t, env, append([]string{"package", "--hospital", "st-olaf", "--model", model}, flags...)...)
+	if code != 1 || !strings.Contains(errs, "the model failed its gate: mae 910 is 4.0% above production's 875") || !strings.Contains(errs, "--force") {
+		t.Fatalf("package of a gate-failed model: %d %s", code, errs)
+	}
+	code, out, errs := wardRun(t, env, append([]string{"package", "--all", "--models", modelDir, "--output", "json"}, flags...)...)
+	var results []struct{ Hospital, Image, Skipped string }
+	if err := json.Unmarshal([]byte(out), &results); code != 0 || err != nil || len(results) != 1 || results[0].Image != "" || !strings.Contains(results[0].Skipped, "failed its gate") {
+		t.Fatalf("package --all with a gate-failed model: %d %s %s", code, out, errs)
+	}
+	code, out, errs = wardRun(t, env, append([]string{"package", "--hospital", "st-olaf", "--model", model, "--force"}, flags...)...)
+	if code != 0 || !strings.Contains(out, "@sha256:") {
+		t.Fatalf("package --force: %d %s %s", code, out, errs)
+	}
+}
