@@ -41,3 +41,16 @@ func Git(t testing.TB, dir string, args ...string) string {
 	}
 	return strings.TrimSpace(string(out))
 }
+
+// Run runs a program in dir and returns its trimmed standard output; a
+// failure fails the test with the program's output.
+func Run(t testing.TB, dir, prog string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(prog, args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", prog, strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
