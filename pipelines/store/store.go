@@ -97,6 +97,13 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	}
 	pingCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = s.db.PingContext(pingCtx)
+	// A new SQLite file turns to WAL on its first connection, and that
+	// switch answers SQLITE_BUSY at once, without the busy timeout, while
+	// another process makes the same switch: wait for it and try again.
+	for err != nil && spec.Driver == "sqlite" && strings.Contains(err.Error(), "SQLITE_BUSY") && pingCtx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+		err = s.db.PingContext(pingCtx)
+	}
 	cancel()
 	if err != nil {
 		s.db.Close()
