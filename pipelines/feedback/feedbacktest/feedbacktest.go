@@ -45,8 +45,8 @@ import (
 	"github.com/wardml/ward/pipelines/ingest/staging"
 	"github.com/wardml/ward/pipelines/store"
 	"github.com/wardml/ward/pipelines/synth"
-	trainreport "github.com/wardml/ward/pipelines/train/report"
 	"github.com/wardml/ward/pipelines/train"
+	trainreport "github.com/wardml/ward/pipelines/train/report"
 	"github.com/wardml/ward/pipelines/train/traintest"
 	"github.com/wardml/ward/serving"
 )
