@@ -62,11 +62,11 @@ func (h *Hospital) Model(version string) *Model {
 	return nil
 }
 
-// Worst returns the feature with the highest PSI, or nil without drift.
-func (m *Model) Worst() *models.FeatureDrift {
-	var w *models.FeatureDrift
+// Worst returns the judged feature with the highest PSI, or nil.
+func (m *Model) Worst() *FeatureDrift {
+	var w *FeatureDrift
 	for i := range m.Drift {
-		if w == nil || m.Drift[i].PSI > w.PSI {
+		if m.Drift[i].Judged && (w == nil || m.Drift[i].PSI > w.PSI) {
 			w = &m.Drift[i]
 		}
 	}
@@ -208,14 +208,19 @@ func (v *version) result(fb contract.Feedback) Model {
 	case m.DriftRows == 0:
 		m.DriftNote = "no readable logged inputs: drift not computed"
 	default:
-		m.Drift = v.drift.Result()
-		if m.DriftRows < fb.MinCases {
-			m.DriftNote = fmt.Sprintf("%d rows of inputs, fewer than min_cases %d: drift not judged", m.DriftRows, fb.MinCases)
-			break
+		bins := map[string]int{}
+		for _, fs := range v.a.Summary.Features {
+			bins[fs.Feature] = len(fs.Shares) + 1 // and the missing values
 		}
-		var act []string
-		for _, f := range m.Drift {
-			if f.Band == models.Act {
+		var act, unjudged []string
+		for _, f := range v.drift.Result() {
+			d := FeatureDrift{FeatureDrift: f, Bins: bins[f.Feature]}
+			d.Judged = m.DriftRows >= max(fb.MinCases, RowsPerBin*d.Bins)
+			m.Drift = append(m.Drift, d)
+			switch {
+			case !d.Judged:
+				unjudged = append(unjudged, f.Feature)
+			case f.Band == models.Act:
 				act = append(act, fmt.Sprintf("%s %.3f", f.Feature, f.PSI))
 			}
 		}
@@ -224,6 +229,10 @@ func (v *version) result(fb contract.Feedback) Model {
 			reasons = append(reasons, fmt.Sprintf("drift to act on (PSI over 0.25) in %s over %d rows", strings.Join(act, ", "), m.DriftRows))
 		} else if w := m.Worst(); w != nil {
 			reasons = append(reasons, fmt.Sprintf("no feature drifted to act on (highest PSI: %s %.3f, %s)", w.Feature, w.PSI, w.Band))
+		}
+		if len(unjudged) > 0 {
+			reasons = append(reasons, fmt.Sprintf("%d rows of inputs are too few to judge the drift of %s (at least min_cases %d, and %d a bin)",
+				m.DriftRows, strings.Join(unjudged, ", "), fb.MinCases, RowsPerBin))
 		}
 	}
 	if m.DriftNote != "" {
