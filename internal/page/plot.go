@@ -2,6 +2,7 @@ package page
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"image/color"
 	"math"
@@ -51,10 +52,12 @@ type Series struct {
 	Color  color.Color
 }
 
-// Line is a horizontal reference line across a bar chart.
+// Line is a horizontal reference line across a bar chart, dashed, red
+// unless Color says otherwise.
 type Line struct {
 	Name  string
 	Value float64
+	Color color.Color
 }
 
 // Bars is a bar chart of named values, one colour per series, each bar
@@ -102,7 +105,7 @@ func Bars(title, ylabel string, names []string, series []Series, lines []Line, l
 		v := ln.Value
 		top = max(top, v)
 		f := plotter.NewFunction(func(float64) float64 { return v })
-		f.Color, f.Dashes = Red, Dashes
+		f.Color, f.Dashes = cmp.Or[color.Color](ln.Color, Red), Dashes
 		p.Add(f)
 		p.Legend.Add(ln.Name, f)
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/wardml/ward/internal/contract"
+	"github.com/wardml/ward/internal/page"
 	"github.com/wardml/ward/models"
 	"github.com/wardml/ward/pipelines/store"
 )
@@ -195,10 +196,10 @@ func (v *version) result(fb contract.Feedback) Model {
 		if m.MAERatio != nil {
 			ratio = fmt.Sprintf("is %.2fx", *m.MAERatio)
 		}
-		reasons = append(reasons, fmt.Sprintf("live MAE %.4g over %d cases %s the validation MAE %.4g, %s the limit of %.2fx (degradation %g)",
-			m.Live.MAE, m.Live.Count, ratio, val.MAE, rel, limit, *fb.Degradation))
+		reasons = append(reasons, fmt.Sprintf("live MAE %s over %s cases %s the validation MAE %s, %s the limit of %.2fx (degradation %g)",
+			page.Num(m.Live.MAE), page.Count(m.Live.Count), ratio, page.Num(val.MAE), rel, limit, *fb.Degradation))
 	} else {
-		reasons = append(reasons, fmt.Sprintf("%d cases with an outcome, fewer than min_cases %d: error not judged", m.Live.Count, fb.MinCases))
+		reasons = append(reasons, fmt.Sprintf("%s cases with an outcome, fewer than min_cases %d: error not judged", page.Count(m.Live.Count), fb.MinCases))
 	}
 
 	m.DriftRows = v.drift.Rows()
@@ -226,13 +227,13 @@ func (v *version) result(fb contract.Feedback) Model {
 		}
 		m.Drifted = len(act) > 0
 		if m.Drifted {
-			reasons = append(reasons, fmt.Sprintf("drift to act on (PSI over 0.25) in %s over %d rows", strings.Join(act, ", "), m.DriftRows))
+			reasons = append(reasons, fmt.Sprintf("drift to act on (PSI over 0.25) in %s over %s rows", strings.Join(act, ", "), page.Count(m.DriftRows)))
 		} else if w := m.Worst(); w != nil {
 			reasons = append(reasons, fmt.Sprintf("no feature drifted to act on (highest PSI: %s %.3f, %s)", w.Feature, w.PSI, w.Band))
 		}
 		if len(unjudged) > 0 {
-			reasons = append(reasons, fmt.Sprintf("%d rows of inputs are too few to judge the drift of %s (at least min_cases %d, and %d a bin)",
-				m.DriftRows, strings.Join(unjudged, ", "), fb.MinCases, RowsPerBin))
+			reasons = append(reasons, fmt.Sprintf("%s rows of inputs are too few to judge the drift of %s (at least min_cases %d, and %d a bin)",
+				page.Count(m.DriftRows), strings.Join(unjudged, ", "), fb.MinCases, RowsPerBin))
 		}
 	}
 	if m.DriftNote != "" {
