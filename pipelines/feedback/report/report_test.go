@@ -55,9 +55,9 @@ func run() *feedback.Report {
 				{Version: "2024.08-bd9276aa8bcd", Digests: []string{"sha256:cc"}, First: t0, Last: t0.AddDate(0, 2, 0), Predictions: 2400, Artifact: true,
 					Validation: &models.Metrics{Count: 2000, MAE: 2172, RMSE: 4000, UnderRate: 0.45},
 					Live:       models.Metrics{Count: 2288, MAE: 2589, RMSE: 4500, UnderRate: 0.5}, MAERatio: ptr(1.19),
-					Months:     []feedback.Month{{Month: "2024-09", Metrics: models.Metrics{Count: 2288, MAE: 2589}}},
-					DriftNote:  "inputs hashed: drift not computed", Verdict: feedback.Healthy, Reason: "live MAE ...",
-					Counts:     feedback.Counts{InputsHashed: 2400}},
+					Months:    []feedback.Month{{Month: "2024-09", Metrics: models.Metrics{Count: 2288, MAE: 2589}}},
+					DriftNote: "inputs hashed: drift not computed", Verdict: feedback.Healthy, Reason: "live MAE ...",
+					Counts: feedback.Counts{InputsHashed: 2400}},
 			}},
 		{Hospital: "st-olaf", Error: "feedback st-olaf: database gone", Models: []feedback.Model{}},
 	}}
