@@ -9,6 +9,12 @@
 // hospital would drop it, and both ingested (pipelines/ingest). It is a
 // fixture for tests, like traintest: nothing in it is a stand-in.
 //
+// On PostgreSQL the servers also write each prediction to the database
+// directly (--predictions-db), as a hospital's server may: the logs
+// ingested after them then add only what no server wrote, and count the
+// rest as duplicates. The two ways in meet in one table, each prediction
+// once.
+//
 // The hospital's client misbehaves in known ways, so that feedback's
 // counts can be checked exactly: it never sends some cases, sends some
 // without their case id, and sends some twice; its log holds a malformed
@@ -77,6 +83,9 @@ type Loop struct {
 	Ingest *ingest.Summary
 	// Sent says, per hospital, what its client sent.
 	Sent map[string]*Sent
+	// Direct says whether the servers wrote their predictions to the
+	// database themselves (on PostgreSQL).
+	Direct bool
 }
 
 // Sent is what a hospital's client sent its model server, and what its
@@ -119,7 +128,8 @@ func Run(t testing.TB, url string, shocks ...synth.Shock) *Loop {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &Loop{Contracts: sum.Contracts, Models: filepath.Join(dir, "models"), Hospitals: hs, Sent: map[string]*Sent{}}
+	l := &Loop{Contracts: sum.Contracts, Models: filepath.Join(dir, "models"), Hospitals: hs, Sent: map[string]*Sent{},
+		Direct: strings.HasPrefix(url, "postgres")}
 
 	// The drop box gets the months before the cutoff; ingest loads them.
 	box := filepath.Join(dir, "sftp")
@@ -181,7 +191,11 @@ func Run(t testing.TB, url string, shocks ...synth.Shock) *Loop {
 	}
 	for i, h := range hs {
 		model := filepath.Join(l.Models, h.ID, trainreport.ModelFile)
-		lines, sent := serve(t, inputs, h, results[i].Artifact, model)
+		db := ""
+		if l.Direct {
+			db = url
+		}
+		lines, sent := serve(t, inputs, h, results[i].Artifact, model, db)
 		l.Sent[h.ID] = sent
 		dropLog(t, filepath.Join(box, filepath.FromSlash(h.Inbound.Folder)), lines, sent)
 	}
@@ -277,13 +291,18 @@ func checkIngest(t testing.TB, sum *ingest.Summary) {
 	}
 }
 
-// serve starts the hospital's model server, sends it the cases of the
-// months from the cutoff on, and returns its prediction log lines.
-func serve(t testing.TB, inputs *store.Store, h *contract.Hospital, a *models.Artifact, model string) ([][]byte, *Sent) {
+// serve starts the hospital's model server (writing to the database at
+// db too, when set), sends it the cases of the months from the cutoff on,
+// and returns its prediction log lines.
+func serve(t testing.TB, inputs *store.Store, h *contract.Hospital, a *models.Artifact, model, db string) ([][]byte, *Sent) {
 	t.Helper()
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	flags := serving.BindFlags(fs)
-	if err := fs.Parse([]string{"--model", model, "--listen", "127.0.0.1:0", "--watch", "0", "--id-field", h.Training.ID}); err != nil {
+	args := []string{"--model", model, "--listen", "127.0.0.1:0", "--watch", "0", "--id-field", h.Training.ID}
+	if db != "" {
+		args = append(args, "--predictions-db", db)
+	}
+	if err := fs.Parse(args); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := flags.Config(func(string) (string, bool) { return "", false })
