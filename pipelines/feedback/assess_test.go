@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"iter"
 	"math"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -279,5 +282,31 @@ func TestVersions(t *testing.T) {
 	broken := errors.New("connection reset")
 	if _, err := assess(x.h, nil, func(yield func(store.Outcome, error) bool) { yield(store.Outcome{}, broken) }); !errors.Is(err, broken) {
 		t.Errorf("a failing read: %v", err)
+	}
+}
+
+// ReadModels finds every artifact named as ward train names them, at any
+// depth (a folder of earlier versions too), in order of hospital and
+// version.
+func TestReadModels(t *testing.T) {
+	dir := t.TempDir()
+	a, b := modeltest.StOlaf(t, 400, 1, 1), modeltest.StOlaf(t, 400, 2, 1.2)
+	for file, data := range map[string][]byte{"st-olaf/model.json": a.Data, "archive/2026-01/st-olaf/model.json": b.Data, "st-olaf/report/metrics.json": []byte("{}")} {
+		path := filepath.Join(dir, filepath.FromSlash(file))
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	arts, err := ReadModels(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{a.Artifact.Version, b.Artifact.Version}
+	slices.Sort(want)
+	if len(arts) != 2 || arts[0].Version != want[0] || arts[1].Version != want[1] || arts[0].Hospital != "st-olaf" {
+		t.Errorf("read %d artifacts, want versions %v", len(arts), want)
 	}
 }
