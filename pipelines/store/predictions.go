@@ -172,6 +172,10 @@ type Outcome struct {
 	// Actual is the case's target (e.g. total_bill) as loaded; null while
 	// no extract has brought it, or when the prediction named no case.
 	Actual models.Value
+	// CaseTime is the value of the case's time column (training's
+	// time_column, e.g. admitted_at); zero when the contract has none or
+	// the case is not loaded.
+	CaseTime time.Time
 }
 
 // PredictionQuery selects predictions; empty fields select all.
@@ -181,9 +185,40 @@ type PredictionQuery struct {
 	From, To time.Time
 }
 
+// where is the WHERE clause that selects a hospital's predictions (table
+// alias p) as q says, and its arguments.
+func (s *Store) where(hospital string, q PredictionQuery) (string, []any) {
+	args := []any{hospital}
+	where := []string{"p.hospital = $1"}
+	add := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, fmt.Sprintf(cond, len(args)))
+	}
+	if q.ModelVersion != "" {
+		add("p.model_version = $%d", q.ModelVersion)
+	}
+	if !q.From.IsZero() {
+		add("p.predicted_at >= $%d", s.d.time(q.From))
+	}
+	if !q.To.IsZero() {
+		add("p.predicted_at < $%d", s.d.time(q.To))
+	}
+	return strings.Join(where, " AND "), args
+}
+
+// caseID is the SQL text of the main table's case id (alias alias), as
+// predictions name it: text.
+func caseID(h *contract.Hospital, main *contract.Table, alias string) string {
+	id := alias + "." + quote(h.Training.ID)
+	if main.Column(h.Training.ID).Type != models.String {
+		id = "CAST(" + id + " AS TEXT)"
+	}
+	return id
+}
+
 // Outcomes streams a hospital's predictions that q selects, each joined by
-// its case id with the target of the case in the main table, in order of
-// time.
+// its case id with the target (and the time) of the case in the main
+// table, in order of time.
 func (s *Store) Outcomes(ctx context.Context, h *contract.Hospital, q PredictionQuery) iter.Seq2[Outcome, error] {
 	return func(yield func(Outcome, error) bool) {
 		main := h.Table(h.Training.Table)
@@ -192,48 +227,40 @@ func (s *Store) Outcomes(ctx context.Context, h *contract.Hospital, q Prediction
 			fail(err)
 			return
 		}
-		id := "c." + quote(h.Training.ID)
-		if main.Column(h.Training.ID).Type != models.String {
-			id = "CAST(" + id + " AS TEXT)"
+		var o Outcome
+		var item int64
+		var id, inputs, hash sql.NullString
+		actual := valueScanner{typ: main.Column(h.Training.Target).Type}
+		sel := "c." + quote(h.Training.Target)
+		dest := []any{&o.Hospital, &o.RequestID, &item, &id, &o.ModelVersion, &o.ModelDigest, &inputs, &hash, &o.Predicted, timeScanner{&o.Time}, &actual}
+		var at *valueScanner
+		if tc := h.Training.TimeColumn; tc != "" {
+			at = &valueScanner{typ: main.Column(tc).Type}
+			sel += ", c." + quote(tc)
+			dest = append(dest, at)
 		}
-		args := []any{h.ID}
-		where := []string{"p.hospital = $1"}
-		add := func(cond string, v any) {
-			args = append(args, v)
-			where = append(where, fmt.Sprintf(cond, len(args)))
-		}
-		if q.ModelVersion != "" {
-			add("p.model_version = $%d", q.ModelVersion)
-		}
-		if !q.From.IsZero() {
-			add("p.predicted_at >= $%d", s.d.time(q.From))
-		}
-		if !q.To.IsZero() {
-			add("p.predicted_at < $%d", s.d.time(q.To))
-		}
-		query := fmt.Sprintf(`SELECT p.%s, c.%s FROM ward_predictions AS p LEFT JOIN %s AS c ON %s = p.case_id
+		where, args := s.where(h.ID, q)
+		query := fmt.Sprintf(`SELECT p.%s, %s FROM ward_predictions AS p LEFT JOIN %s AS c ON %s = p.case_id
 			WHERE %s ORDER BY p.predicted_at, p.request_id, p.item`,
-			strings.Join(predictionColumns, ", p."), quote(h.Training.Target), quote(TableName(h.ID, main.Name)), id,
-			strings.Join(where, " AND "))
+			strings.Join(predictionColumns, ", p."), sel, quote(TableName(h.ID, main.Name)), caseID(h, main, "c"), where)
 		rows, err := s.db.QueryContext(ctx, query, args...)
 		if err != nil {
 			fail(err)
 			return
 		}
 		defer rows.Close()
-		actual := valueScanner{typ: main.Column(h.Training.Target).Type}
 		for rows.Next() {
-			var o Outcome
-			var item int64
-			var caseID, inputs, hash sql.NullString
-			if err := rows.Scan(&o.Hospital, &o.RequestID, &item, &caseID, &o.ModelVersion, &o.ModelDigest,
-				&inputs, &hash, &o.Predicted, timeScanner{&o.Time}, &actual); err != nil {
+			o = Outcome{}
+			if err := rows.Scan(dest...); err != nil {
 				fail(err)
 				return
 			}
-			o.Item, o.CaseID, o.InputsHash, o.Actual = int(item), caseID.String, hash.String, actual.v
+			o.Item, o.CaseID, o.InputsHash, o.Actual = int(item), id.String, hash.String, actual.v
 			if inputs.Valid {
 				o.Inputs = json.RawMessage(inputs.String)
+			}
+			if at != nil && !at.v.Null {
+				o.CaseTime = at.v.Time(at.typ)
 			}
 			if !yield(o, nil) {
 				return
@@ -243,4 +270,32 @@ func (s *Store) Outcomes(ctx context.Context, h *contract.Hospital, q Prediction
 			fail(err)
 		}
 	}
+}
+
+// Unpredicted counts the outcomes that no prediction names: the cases of
+// the hospital's main table with a target whose time lies within the
+// span of the times of the cases that q's predictions name (both ends
+// included), and that no prediction of the hospital, of any model
+// version, names. It needs the contract's time column: without one there
+// is no span, and every case ever loaded would count.
+func (s *Store) Unpredicted(ctx context.Context, h *contract.Hospital, q PredictionQuery) (int64, error) {
+	if h.Training.TimeColumn == "" {
+		return 0, fmt.Errorf("unpredicted cases of %s: the contract has no training time_column to bound them by", h.ID)
+	}
+	main := h.Table(h.Training.Table)
+	if err := s.EnsureTable(ctx, h.ID, main); err != nil {
+		return 0, fmt.Errorf("unpredicted cases of %s: %w", h.ID, err)
+	}
+	tbl, at, target := quote(TableName(h.ID, main.Name)), quote(h.Training.TimeColumn), quote(h.Training.Target)
+	where, args := s.where(h.ID, q)
+	span := fmt.Sprintf("SELECT %%s(c.%s) FROM ward_predictions AS p JOIN %s AS c ON %s = p.case_id WHERE %s",
+		at, tbl, caseID(h, main, "c"), where)
+	query := fmt.Sprintf(`SELECT count(*) FROM %s AS m WHERE m.%s IS NOT NULL AND m.%s >= (%s) AND m.%s <= (%s)
+		AND NOT EXISTS (SELECT 1 FROM ward_predictions AS o WHERE o.hospital = $1 AND o.case_id = %s)`,
+		tbl, target, at, fmt.Sprintf(span, "min"), at, fmt.Sprintf(span, "max"), caseID(h, main, "m"))
+	var n int64
+	if err := s.db.QueryRowContext(ctx, query, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("unpredicted cases of %s: %w", h.ID, err)
+	}
+	return n, nil
 }

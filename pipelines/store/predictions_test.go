@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,8 +129,13 @@ func TestPredictionsAreRecordedOnceAndJoinOutcomes(t *testing.T) {
 			!g.Time.Equal(t0) || string(g.Inputs) != `{"age":40}` || g.InputsHash != "" {
 			t.Errorf("first outcome: %+v", g)
 		}
-		if g := got[3]; g.Inputs != nil || g.InputsHash != "hmac-sha256:abcd" || g.CaseID != "" {
+		if g := got[3]; g.Inputs != nil || g.InputsHash != "hmac-sha256:abcd" || g.CaseID != "" || !g.CaseTime.IsZero() {
 			t.Errorf("hashed outcome: %+v", g)
+		}
+		// The case's time comes with it, billed or not; none without a case.
+		march := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+		if !got[0].CaseTime.Equal(march) || !got[1].CaseTime.Equal(march) || !got[4].CaseTime.IsZero() {
+			t.Errorf("case times %v, %v, %v; want %v, %v and none (C9 is not loaded)", got[0].CaseTime, got[1].CaseTime, got[4].CaseTime, march, march)
 		}
 		var v2 []string
 		for o, err := range s.Outcomes(ctx, h, PredictionQuery{ModelVersion: "v2", From: t0.Add(time.Hour), To: t0.Add(3 * time.Hour)}) {
@@ -186,6 +192,64 @@ training:
 		}
 		if len(actual) != 2 || actual[0] != models.Number(1234.5) || !actual[1].Null {
 			t.Fatalf("outcomes %v, want [1234.5 null]", actual)
+		}
+	})
+}
+
+// The outcomes that no prediction names are counted within the span of
+// the predicted cases' times; a case predicted by any model version, or
+// without a target, is not one of them.
+func TestUnpredicted(t *testing.T) {
+	engines(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		s := open(t, url)
+		h := hospital(t)
+		cases := h.Table("cases")
+		var rows [][]models.Value
+		for _, c := range []struct{ id, day, bill string }{
+			{"C1", "2026-03-01", "100"}, // predicted by v1
+			{"C2", "2026-03-05", "200"}, // not predicted
+			{"C3", "2026-03-10", ""},    // not predicted, not billed yet
+			{"C4", "2026-03-20", "50"},  // predicted by v2
+			{"C5", "2026-02-01", "10"},  // not predicted, before every predicted case
+			{"C6", "2026-04-01", "10"},  // not predicted, after them
+			{"C7", "2026-03-15", "70"},  // predicted by v1
+			{"C8", "2026-03-18", "5"},   // not predicted
+		} {
+			rows = append(rows, row(t, cases, c.id, "P1", c.day, "", "40", "", c.bill))
+		}
+		if _, err := s.Load(ctx, file(h.ID, "cases_2026-03.csv", "march"), cases, stream(rows...)); err != nil {
+			t.Fatal(err)
+		}
+		at := time.Date(2026, 2, 25, 0, 0, 0, 0, time.UTC)
+		if _, err := s.InsertPredictions(ctx, []Prediction{
+			{Hospital: h.ID, RequestID: "a", CaseID: "C1", ModelVersion: "v1", Predicted: 90, Time: at},
+			{Hospital: h.ID, RequestID: "b", CaseID: "C7", ModelVersion: "v1", Predicted: 60, Time: at.Add(time.Hour)},
+			{Hospital: h.ID, RequestID: "c", CaseID: "C4", ModelVersion: "v2", Predicted: 40, Time: at.Add(2 * time.Hour)},
+			{Hospital: h.ID, RequestID: "d", CaseID: "C99", ModelVersion: "v2", Predicted: 40, Time: at.Add(3 * time.Hour)},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			name string
+			q    PredictionQuery
+			want int64
+		}{
+			{"every prediction: 03-01 to 03-20", PredictionQuery{}, 2},
+			{"v1: 03-01 to 03-15", PredictionQuery{ModelVersion: "v1"}, 1},
+			{"v2: 03-20 alone", PredictionQuery{ModelVersion: "v2"}, 0},
+			{"from the second prediction: 03-15 to 03-20", PredictionQuery{From: at.Add(time.Hour)}, 1},
+			{"no prediction", PredictionQuery{ModelVersion: "v3"}, 0},
+		} {
+			n, err := s.Unpredicted(ctx, h, c.q)
+			if err != nil || n != c.want {
+				t.Errorf("%s: %d, %v; want %d", c.name, n, err, c.want)
+			}
+		}
+		noTime := *h
+		noTime.Training.TimeColumn = ""
+		if _, err := s.Unpredicted(ctx, &noTime, PredictionQuery{}); err == nil || !strings.Contains(err.Error(), "time_column") {
+			t.Errorf("without a time column: %v", err)
 		}
 	})
 }

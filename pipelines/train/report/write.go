@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/wardml/ward/internal/page"
 	"github.com/wardml/ward/pipelines/train"
 )
 
@@ -90,7 +91,7 @@ func Write(dir string, results []*train.Result, opts ...Option) (*Summary, error
 	}
 	data, err := json.MarshalIndent(sum, "", "  ")
 	if err == nil {
-		err = writeAtomic(filepath.Join(dir, SummaryFile), append(data, '\n'))
+		err = page.WriteFile(filepath.Join(dir, SummaryFile), append(data, '\n'))
 	}
 	if err != nil {
 		errs = append(errs, fmt.Errorf("output %s: %w", dir, err))
@@ -163,27 +164,6 @@ func writeHospital(dir string, r *train.Result) error {
 	return nil
 }
 
-// writeAtomic writes a file through a temporary one beside it.
-func writeAtomic(file string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), file)
-}
-
 // WriteTable prints the summary as a table for people.
 func (s *Summary) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "%-12s %-22s %8s %12s %12s %12s  %s\n", "HOSPITAL", "VERSION", "ROWS", "MAE", "POOLED MAE", "RANDOM MAE", "GATE")
@@ -191,14 +171,14 @@ func (s *Summary) WriteTable(w io.Writer) {
 		if v == nil {
 			return "-"
 		}
-		return num(*v)
+		return page.Num(*v)
 	}
 	for _, l := range s.Hospitals {
 		gate := l.Gate
 		if l.Error != "" {
 			gate = "error: " + strings.SplitN(l.Error, "\n", 2)[0]
 		}
-		fmt.Fprintf(w, "%-12s %-22s %8s %12s %12s %12s  %s\n", l.Hospital, cmp.Or(l.Version, "-"), count(l.Rows),
+		fmt.Fprintf(w, "%-12s %-22s %8s %12s %12s %12s  %s\n", l.Hospital, cmp.Or(l.Version, "-"), page.Count(l.Rows),
 			opt(l.ValidationMAE), opt(l.PooledMAE), opt(l.RandomMAE), gate)
 	}
 }

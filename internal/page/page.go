@@ -1,16 +1,23 @@
-package report
+// Package page renders ward's reports (the training report of
+// pipelines/train/report, the feedback report of pipelines/feedback/report)
+// the one way: a document written once as a list of blocks and rendered
+// twice, as Markdown and as a self-contained HTML page with its PNG plots
+// inlined, so that the two never say different things; the plots' common
+// look; numbers written as people read them; files replaced atomically.
+// Everything but WriteFile is pure: the same document gives the same bytes.
+package page
 
 import (
 	"encoding/base64"
 	"fmt"
 	"html"
 	"strings"
+
+	"gonum.org/v1/plot"
 )
 
-// doc is a report as a list of blocks, written once and rendered twice:
-// as Markdown (report.md) and as a self-contained HTML page (report.html),
-// so that the two never say different things.
-type doc struct {
+// Doc is a report being written.
+type Doc struct {
 	title  string
 	blocks []block
 }
@@ -33,29 +40,58 @@ type block struct {
 	rows  [][]string
 	items []string // list
 	file  string   // figure: the PNG's file name
+	draw  func() (*plot.Plot, error)
 }
 
-func (d *doc) h(level int, text string) {
+// New starts a document with its title (the page's only level-1 heading).
+func New(title string) *Doc { return &Doc{title: title} }
+
+// H adds a heading of level 2 or more.
+func (d *Doc) H(level int, text string) {
 	d.blocks = append(d.blocks, block{kind: heading, level: level, text: text})
 }
 
-func (d *doc) p(format string, args ...any) {
+// P adds a paragraph.
+func (d *Doc) P(format string, args ...any) {
 	d.blocks = append(d.blocks, block{kind: para, text: fmt.Sprintf(format, args...)})
 }
 
-func (d *doc) table(head []string, rows [][]string) {
+// Table adds a table.
+func (d *Doc) Table(head []string, rows [][]string) {
 	d.blocks = append(d.blocks, block{kind: table, head: head, rows: rows})
 }
 
-func (d *doc) list(items ...string) { d.blocks = append(d.blocks, block{kind: list, items: items}) }
+// List adds a bulleted list.
+func (d *Doc) List(items ...string) { d.blocks = append(d.blocks, block{kind: list, items: items}) }
 
-func (d *doc) figure(file, caption string) {
-	d.blocks = append(d.blocks, block{kind: figure, file: file, text: caption})
+// Figure adds a plot, drawn by draw when the document is rendered, kept
+// as the PNG file beside the Markdown and inlined in the HTML.
+func (d *Doc) Figure(file, caption string, draw func() (*plot.Plot, error)) {
+	d.blocks = append(d.blocks, block{kind: figure, file: file, text: caption, draw: draw})
 }
 
-// markdown renders the report as Markdown; figures link to their PNG
+// Render draws the plots and renders the document: its Markdown, its
+// HTML page, and the PNGs by file name.
+func (d *Doc) Render() (markdown, page []byte, pngs map[string][]byte, err error) {
+	pngs = map[string][]byte{}
+	for _, bl := range d.blocks {
+		if bl.kind != figure {
+			continue
+		}
+		p, err := bl.draw()
+		if err == nil {
+			pngs[bl.file], err = PNG(p)
+		}
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("plot %s: %w", bl.file, err)
+		}
+	}
+	return d.markdown(), d.html(pngs), pngs, nil
+}
+
+// markdown renders the document as Markdown; figures link to their PNG
 // files beside it.
-func (d *doc) markdown() []byte {
+func (d *Doc) markdown() []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# %s\n", d.title)
 	for _, bl := range d.blocks {
@@ -99,9 +135,9 @@ table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding
 th{background:#f3f3f3}td{font-variant-numeric:tabular-nums}figure{margin:1em 0}figcaption{color:#555;font-size:.9em}
 img{max-width:100%;border:1px solid #eee}`
 
-// html renders the report as one HTML page with the PNGs inlined as data:
-// URIs, so that the page is whole wherever it is copied or attached.
-func (d *doc) html(pngs map[string][]byte) []byte {
+// html renders the document as one HTML page with the PNGs inlined as
+// data: URIs, so that the page is whole wherever it is copied or attached.
+func (d *Doc) html(pngs map[string][]byte) []byte {
 	var b strings.Builder
 	esc := html.EscapeString
 	fmt.Fprintf(&b, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>%s</title>\n<style>\n%s\n</style>\n</head>\n<body>\n<h1>%s</h1>\n", esc(d.title), style, esc(d.title))
