@@ -7,16 +7,17 @@ import (
 	"sort"
 )
 
-// Summary is the training distribution of a model's features, kept in the
-// artifact so that feedback can measure how far live inputs have drifted
-// from what the model learned on (Drift). Date features have none: time
-// moving on is not drift.
+// Summary is the distribution of a model's features over its data window
+// (training and validation rows), kept in the artifact so that feedback can
+// measure how far live inputs have drifted from it (Drift). Date features
+// have none: time moving on is not drift.
 type Summary struct {
 	Features []FeatureSummary `json:"features"`
 }
 
-// FeatureSummary is the training distribution of one feature as shares of
-// the training rows over bins (Shares and Missing sum to 1). A numeric
+// FeatureSummary is the distribution of one feature over the model's data
+// window (its training and validation rows) as shares over bins (Shares
+// and Missing sum to 1). A numeric
 // feature's bins are cut at Edges, about the deciles of its training
 // values (bin i holds Edges[i-1] < x <= Edges[i]); a categorical feature's
 // bins are its encoded columns: its levels, then other.
@@ -109,6 +110,19 @@ func (fit *EncoderFit) summary(e *Encoder) Summary {
 		}
 	}
 	return s
+}
+
+// absorb adds the rows that d counted to a summary of rows rows, bin by
+// bin.
+func (s *Summary) absorb(d *Drift, rows int) {
+	total := float64(rows + d.rows)
+	for i := range s.Features {
+		fs, c := &s.Features[i], d.counts[i]
+		for j := range fs.Shares {
+			fs.Shares[j] = (fs.Shares[j]*float64(rows) + c[j]) / total
+		}
+		fs.Missing = (fs.Missing*float64(rows) + c[len(c)-1]) / total
+	}
 }
 
 // check validates a decoded summary against the encoder.

@@ -89,12 +89,12 @@ func InputsFor(all []Column, features []Feature) ([]Column, error) {
 // feature, and one prediction per validation case:
 //
 //  1. the encoder, from the training cases (means, levels, a sample of
-//     each numeric feature for the drift summary);
+//     each numeric feature for the drift summary, whose bins it cuts);
 //  2. the training Gram (X'X, X'y) of the encoded cases;
 //  3. the validation Gram, which scores every lambda of the grid without
 //     the rows;
 //  4. the chosen model's predictions of the validation cases: its metrics,
-//     and the calibration.
+//     and the calibration; the validation cases join the drift summary.
 //
 // Bad data is an error and no artifact: too few cases (ErrTooFewRows), a
 // target without values (ErrNoTarget), a target outside its transform's
@@ -177,7 +177,15 @@ func Fit(spec Spec, train, valid Cases) (*Artifact, error) {
 
 	var actual, predicted, transformed, residuals []float64
 	segments := make([][]string, len(spec.Segments))
+	// The drift summary covers the model's whole data window: the rows it
+	// was fitted on and the later ones it was validated on (binned at the
+	// training deciles), so that feedback compares live inputs with all the
+	// data the model was judged on, not only its older part.
+	window := a.Drift()
 	if err := spec.cases("validation", valid, func(c Case, y float64) error {
+		if err := window.Add(c.Row); err != nil {
+			return err
+		}
 		p, err := a.Predict(&s, c.Row)
 		if err != nil {
 			return err
@@ -216,6 +224,7 @@ func Fit(spec Spec, train, valid Cases) (*Artifact, error) {
 		}
 	}
 	a.Metrics["validation"] = evaluation(spec.Segments, segments, actual, predicted, calibrated)
+	a.Summary.absorb(window, gram.Rows())
 
 	if a.Version == "" {
 		if a.Version, err = contentVersion(a); err != nil {

@@ -46,15 +46,13 @@ func open(t *testing.T, url string) *store.Store {
 // their predictions to the database directly, and the logs ingested after
 // them add nothing twice: the results are the same on both engines.
 //
-// Drift is what is true of the group in both runs, and the same in both
-// to the bit: the shock changes bills, not the inputs the models see.
-// The group's rosters turn over (synth hires and loses doctors every
-// month), and the doctors hired since the training window are unknown to
-// the model (its "other" level, empty in training): at riverside they
-// took about 8% of the live cases, a PSI over 0.25 on doctor_id, so
-// feedback flags riverside as drifted in both runs, and rightly so (a
-// model retrained now would know those doctors). The other hospitals
-// hired fewer and stay below it.
+// Drift is the same in both runs to the bit: the shock changes bills, not
+// the inputs the models see. The group's rosters turn over (synth hires
+// and loses doctors every month), so doctor_id drifts into the watch band
+// at riverside and northgate (doctors the model does not know take a few
+// percent of the live cases), but no feature needs acting on: against the
+// model's whole data window (training and validation rows) three months
+// of turnover is not enough. So the unshocked run flags no hospital.
 func TestShock(t *testing.T) {
 	cutoff, _ := synth.ParseMonth(feedbacktest.Cutoff)
 	shock := synth.Shock{Hospital: "riverside", From: cutoff, Factor: 1.4}
@@ -92,8 +90,8 @@ func TestShock(t *testing.T) {
 			if !slices.Equal(degraded, run.degraded) {
 				t.Errorf("%s run: degraded %v, want %v", run.name, degraded, run.degraded)
 			}
-			if !slices.Equal(flagged, []string{"riverside"}) {
-				t.Errorf("%s run: flagged %v, want [riverside] (degraded %v, drifted on doctor_id)", run.name, flagged, run.degraded)
+			if !slices.Equal(flagged, run.degraded) {
+				t.Errorf("%s run: flagged %v, want %v", run.name, flagged, run.degraded)
 			}
 		}
 		for i, h := range shocked.Hospitals {
@@ -111,12 +109,8 @@ func TestShock(t *testing.T) {
 					act = append(act, d.Feature)
 				}
 			}
-			want := []string(nil)
-			if h.Hospital == "riverside" {
-				want = []string{"doctor_id"}
-			}
-			if !slices.Equal(act, want) || s.Drifted != (want != nil) || p.Drifted != (want != nil) {
-				t.Errorf("%s: features to act on %v, want %v: %+v", h.Hospital, act, want, s.Drift)
+			if len(act) > 0 || s.Drifted || p.Drifted {
+				t.Errorf("%s: features to act on %v, want none: %+v", h.Hospital, act, s.Drift)
 			}
 			// Without the shock the models age (prices rise) but stay
 			// within their limit; the shocked one is far above it.

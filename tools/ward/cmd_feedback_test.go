@@ -36,11 +36,11 @@ func TestFeedbackCommand(t *testing.T) {
 	out := t.TempDir()
 
 	code, stdout, stderr := wardFeedback(t, loop.Contracts, db, "--all", "--models", loop.Models, "--out", out)
-	if code != exit.Unhealthy || !strings.Contains(stderr, "1 of 3 hospitals unhealthy: riverside (degraded and drifted)") {
+	if code != exit.Unhealthy || !strings.Contains(stderr, "1 of 3 hospitals unhealthy: riverside (degraded)") {
 		t.Fatalf("exit %d, want %d\n%s", code, exit.Unhealthy, stderr)
 	}
 	lines := strings.Split(strings.TrimSpace(stdout), "\n")
-	if len(lines) != 4 || !strings.HasPrefix(lines[0], "HOSPITAL") || !strings.Contains(stdout, "degraded and drifted") || strings.Count(stdout, "healthy") != 2 {
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "HOSPITAL") || !strings.Contains(stdout, "degraded") || strings.Count(stdout, "healthy") != 2 {
 		t.Errorf("table:\n%s", stdout)
 	}
 	data, err := os.ReadFile(filepath.Join(out, report.JSONFile))
