@@ -36,6 +36,10 @@ var (
 	ErrConflict = errors.New("rollback conflict")
 	// ErrInvalid: the manifest content of a hospital does not check.
 	ErrInvalid = errors.New("invalid manifest content")
+	// ErrTagged: content that names the image by tag. It comes inside an
+	// ErrInvalid (errors.Is tells both), so that the agent can say which
+	// of the two refused a hand edit.
+	ErrTagged = errors.New("pin it by digest")
 )
 
 // Error is a failure of a kind above: errors.Is(err, ErrRejected) tells
