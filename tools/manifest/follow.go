@@ -39,7 +39,7 @@ type Head struct {
 // kustomization.yaml in agreement. A fetch that fails is ErrUnreachable;
 // content that does not check is ErrInvalid, with the commit in Head.
 func (f *Follower) Read(ctx context.Context, id string) (Head, error) {
-	if err := checkHospital(id); err != nil {
+	if err := CheckHospital(id); err != nil {
 		return Head{}, err
 	}
 	f.mu.Lock()

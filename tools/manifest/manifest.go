@@ -90,8 +90,9 @@ var (
 	metricPattern = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)
 )
 
-// checkHospital refuses ids that are not a folder name of hospitals/.
-func checkHospital(id string) error {
+// CheckHospital refuses ids that are not a folder name of hospitals/ (the
+// agent names its data folder by the id too).
+func CheckHospital(id string) error {
 	if !idPattern.MatchString(id) {
 		return fail(ErrUsage, "hospital %q: want lower-case letters, digits and dashes (a folder under hospitals/)", id)
 	}
