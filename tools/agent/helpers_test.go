@@ -51,17 +51,17 @@ func builtServer(t testing.TB) *image.Server {
 // them, and a manifest repo (a bare repo of the real git) that deploys
 // them with the signature check of ward deploy.
 type fixture struct {
-	t        *testing.T
-	host     string
-	client   *registry.Client
-	key      *ecdsa.PrivateKey
-	other    *ecdsa.PrivateKey
-	verify   manifest.Verifier
-	remote   string
-	repo     *manifest.Repo
-	request  []byte
-	imgs     map[string]manifest.Image
-	layers   map[string]string // version -> its model layer's digest
+	t       *testing.T
+	host    string
+	client  *registry.Client
+	key     *ecdsa.PrivateKey
+	other   *ecdsa.PrivateKey
+	verify  manifest.Verifier
+	remote  string
+	repo    *manifest.Repo
+	request []byte
+	imgs    map[string]manifest.Image
+	layers  map[string]string // version -> its model layer's digest
 }
 
 // inProcessRegistry starts ward's in-process registry and returns its host

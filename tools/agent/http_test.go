@@ -23,7 +23,9 @@ func idle(t *testing.T, opts ...Option) *Agent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	refuse := func(context.Context, string) (manifest.Image, error) { return manifest.Image{}, errors.New("no image is trusted") }
+	refuse := func(context.Context, string) (manifest.Image, error) {
+		return manifest.Image{}, errors.New("no image is trusted")
+	}
 	a, err := New("st-olaf", repo, refuse, append([]Option{WithData(t.TempDir())}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
