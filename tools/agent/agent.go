@@ -389,12 +389,7 @@ func (a *Agent) switchTo(ctx context.Context, head manifest.Head) error {
 		}
 		return err
 	}
-	from := a.promote(b, head.Commit, time.Now())
-	took := time.Since(start)
-	a.metrics.switchDuration.Observe(took.Seconds())
-	a.mu.Lock()
-	a.status.LastSwitch = &Switch{From: from, To: b.version.Version, Digest: b.version.Digest, At: time.Now().UTC(), Took: took.Round(time.Millisecond).String()}
-	a.mu.Unlock()
+	a.promote(b, head.Commit, time.Now(), start)
 	return nil
 }
 
@@ -404,7 +399,7 @@ func (a *Agent) restore(ctx context.Context, rec *record) {
 	if err == nil {
 		var b *backend
 		if b, err = a.start(ctx, v); err == nil {
-			a.promote(b, rec.Commit, rec.Since)
+			a.promote(b, rec.Commit, rec.Since, time.Time{})
 			a.log.Info("serving the version on disk", "event.action", "agent.restore", "ward.model.version", v.Version, "ward.model.digest", v.Digest)
 			return
 		}
@@ -439,25 +434,34 @@ func (a *Agent) crashed(ctx context.Context, b *backend) {
 }
 
 // promote switches the front endpoint to b and retires the server it
-// replaces, whose version it returns ("" for none). since is when b's
-// version began serving.
-func (a *Agent) promote(b *backend, commit string, since time.Time) string {
-	old := a.current.Swap(b)
+// replaces. since is when b's version began serving; started, when the
+// switch to it began (zero when it serves again from disk). The status
+// changes with the switch, under one lock: whoever sees the new version
+// answer sees it in the status too.
+func (a *Agent) promote(b *backend, commit string, since, started time.Time) {
 	v := b.version
 	rec := &record{Hospital: a.hospital, Image: v.Image, Digest: v.Digest, Version: v.Version, Since: since.UTC(), Commit: commit}
 	if err := a.store.writeCurrent(rec); err != nil {
 		a.log.Error("the current version's record was not written: a restarted agent will not serve it before its first poll", "error", err)
 	}
 	a.mu.Lock()
+	old := a.current.Swap(b)
+	from := ""
+	if old != nil {
+		from = old.version.Version
+	}
 	a.status.Serving = &Serving{Version: v.Version, Digest: v.Digest, Image: v.Image, Since: rec.Since, Commit: commit, Addr: b.addr, PID: b.pid}
+	if !started.IsZero() {
+		took := time.Since(started)
+		a.metrics.switchDuration.Observe(took.Seconds())
+		a.status.LastSwitch = &Switch{From: from, To: v.Version, Digest: v.Digest, At: time.Now().UTC(), Took: took.Round(time.Millisecond).String()}
+	}
 	a.mu.Unlock()
 	a.metrics.serving.Reset()
 	a.metrics.serving.WithLabelValues(v.Version, v.Digest).Set(1)
 	a.metrics.since.Set(float64(rec.Since.UnixMilli()) / 1e3)
 	a.metrics.switches.Inc()
-	from := ""
 	if old != nil {
-		from = old.version.Version
 		a.retire(old)
 	}
 	a.log.Info("serving", "event.action", "agent.serve", "event.outcome", "success", "ward.model.version", v.Version,
@@ -469,7 +473,6 @@ func (a *Agent) promote(b *backend, commit string, since time.Time) string {
 	if err := a.store.prune(keep); err != nil {
 		a.log.Warn("old versions not removed", "error", err)
 	}
-	return from
 }
 
 // retire stops b in the background once the requests it was given finish.
