@@ -322,15 +322,14 @@ func (a *Agent) pollOnce(ctx context.Context) {
 // pins another digest than the one serving, switches to it.
 func (a *Agent) sync(ctx context.Context) error {
 	head, err := a.follower.Read(ctx, a.hospital)
-	a.mu.Lock()
-	a.status.Manifest.Commit = head.Commit
-	if err == nil {
-		a.status.Manifest.Release = head.Release
+	if errors.Is(err, manifest.ErrUnreachable) {
+		// What was read last still stands.
+		return &stepError{step: StepFetch, err: err}
 	}
+	a.mu.Lock()
+	a.status.Manifest.Commit, a.status.Manifest.Release = head.Commit, head.Release
 	a.mu.Unlock()
 	switch {
-	case errors.Is(err, manifest.ErrUnreachable):
-		return &stepError{step: StepFetch, err: err}
 	case errors.Is(err, manifest.ErrTagged):
 		return &stepError{step: StepTag, commit: head.Commit, err: fmt.Errorf("at %s: %w", short(head.Commit), err)}
 	case err != nil:

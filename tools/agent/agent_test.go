@@ -155,6 +155,7 @@ func TestKeepsServingWhatItRefuses(t *testing.T) {
 	mercy := f.publishAs("mercy", "v4-mercy", model(t, "v4-mercy", 2), f.key)
 	refused := f.publish("v5-refused", []byte(`{"format_version": 1, "hospital": "st-olaf"}`), f.key)
 	tampered := f.publish("v6-tampered", model(t, "v6-tampered", 2), f.key)
+	inside := f.publish("v7-mercy-inside", modelOf(t, "mercy", "v7-mercy-inside", 2), f.key)
 	a := f.startAgent("")
 	f.mustDeploy("v1")
 	a.waitServing(t, f, "v1", 30*time.Second)
@@ -194,6 +195,7 @@ func TestKeepsServingWhatItRefuses(t *testing.T) {
 		}, StepManifest, "", "field replicas not found"},
 		{"a model the server refuses", func() string { return f.pinByHand(refused) }, StepStart, refused.Digest, "ward-serve exited before it was ready (exit status 2): model "},
 		{"a blob that does not match its digest", func() string { return f.pinByHand(tampered) }, StepPull, tampered.Digest, "the registry served bytes that hash to"},
+		{"another hospital's model inside", func() string { return f.pinByHand(inside) }, StepReady, inside.Digest, `ward-serve serves a model of hospital "mercy"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -112,8 +112,14 @@ func newFixture(t *testing.T, host string) *fixture {
 // that versions answer differently.
 func model(t testing.TB, version string, level float64) []byte {
 	t.Helper()
+	return modelOf(t, "st-olaf", version, level)
+}
+
+// modelOf is the same model, saying it is hospital's.
+func modelOf(t testing.TB, hospital, version string, level float64) []byte {
+	t.Helper()
 	fitted := modeltest.StOlaf(t, 400, 1, level)
-	fitted.Artifact.Version = version
+	fitted.Artifact.Hospital, fitted.Artifact.Version = hospital, version
 	data, err := fitted.Artifact.Encode()
 	if err != nil {
 		t.Fatal(err)
