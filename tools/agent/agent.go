@@ -351,7 +351,12 @@ func (a *Agent) sync(ctx context.Context) error {
 func (a *Agent) switchTo(ctx context.Context, head manifest.Head) error {
 	rel := head.Release
 	start := time.Now()
+	// refuse reports err at step, or at the step err names itself.
 	refuse := func(step string, err error) error {
+		var se *stepError
+		if errors.As(err, &se) {
+			step, err = se.step, se.err
+		}
 		return &stepError{step: step, digest: rel.Digest, commit: head.Commit, err: fmt.Errorf("%s (%s): %w", rel.Image, rel.Version, err)}
 	}
 	a.log.Info("new release in the manifest", "event.action", "agent.switch", "ward.commit", head.Commit,
@@ -374,19 +379,11 @@ func (a *Agent) switchTo(ctx context.Context, head manifest.Head) error {
 	}
 	v, err := a.store.get(ctx, ref, img.Version, a.client.Remote(ctx))
 	if err != nil {
-		var se *stepError
-		if errors.As(err, &se) {
-			return refuse(se.step, se.err)
-		}
 		return refuse(StepPull, err)
 	}
 	b, err := a.start(ctx, v)
 	if err != nil {
-		var se *stepError
-		if errors.As(err, &se) {
-			return refuse(se.step, se.err)
-		}
-		return err
+		return refuse(StepStart, err)
 	}
 	a.promote(b, head.Commit, time.Now(), start)
 	return nil

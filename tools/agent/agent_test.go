@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -50,9 +52,15 @@ func TestFollowsDeploysAndRollbacks(t *testing.T) {
 	}
 
 	l := startLoad(a.url, f.request, 4, []string{"v1", "v2"})
+	// A request whose body is still coming when the switch happens: it
+	// went to v1, and v1 answers it after the switch.
+	slow := startSlowRequest(t, a.url, f.request)
 	time.Sleep(300 * time.Millisecond)
 	f.mustDeploy("v2")
 	a.waitServing(t, f, "v2", 30*time.Second)
+	if v := slow.finish(t); v != "v1" {
+		t.Errorf("the request in flight across the switch was answered by %q, want v1", v)
+	}
 	time.Sleep(300 * time.Millisecond)
 	l.end(t, "v1", "v2")
 
@@ -309,6 +317,49 @@ func TestStartsACrashedServerAgain(t *testing.T) {
 	if st := a.Status(); st.Serving.PID == pid {
 		t.Errorf("still pid %d", pid)
 	}
+}
+
+// slowRequest is a request to the front endpoint sent in two parts.
+type slowRequest struct {
+	conn net.Conn
+	rest []byte
+}
+
+// startSlowRequest sends a POST of body to /v1/predict, all but its
+// second half.
+func startSlowRequest(t testing.TB, url string, body []byte) *slowRequest {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	half := len(body) / 2
+	fmt.Fprintf(conn, "POST /v1/predict HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(body))
+	if _, err := conn.Write(body[:half]); err != nil {
+		t.Fatal(err)
+	}
+	return &slowRequest{conn: conn, rest: body[half:]}
+}
+
+// finish sends the rest of the body and returns the version that answered.
+func (s *slowRequest) finish(t testing.TB) string {
+	t.Helper()
+	if _, err := s.conn.Write(s.rest); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(s.conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var a struct {
+		ModelVersion string `json:"model_version"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s, %v", resp.Status, err)
+	}
+	return a.ModelVersion
 }
 
 func get(t testing.TB, url string) int {
