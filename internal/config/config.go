@@ -73,6 +73,7 @@ var Settings = []Setting{
 	{Key: "signing_key", Env: "WARD_SIGNING_KEY", Flag: "signing-key", Kind: File, Help: "cosign-format private key that signs images"},
 	{Key: "signing_password", Env: "WARD_SIGNING_PASSWORD", Secret: true, Help: "password of the signing key (else COSIGN_PASSWORD)"},
 	{Key: "verify_key", Env: "WARD_VERIFY_KEY", Flag: "verify-key", Kind: File, Help: "public key that image signatures must verify with"},
+	{Key: "agent_webhook_secret", Env: "WARD_AGENT_WEBHOOK_SECRET", Secret: true, Help: "secret that ward agent's refresh webhook (POST /agent/refresh) requires"},
 	{Key: "log_format", Env: "WARD_LOG_FORMAT", Flag: "log-format", Default: "auto", Kind: LogFormat, Help: "auto (text on a terminal, else JSON), json or text"},
 	{Key: "log_level", Env: "WARD_LOG_LEVEL", Flag: "log-level", Default: "info", Kind: LogLevel, Help: "debug, info, warn or error"},
 }

@@ -13,6 +13,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/wardml/ward/tools/manifest"
+	"github.com/wardml/ward/tools/registry"
 	"github.com/wardml/ward/tools/signing"
 )
 
@@ -118,4 +120,23 @@ func get(ref name.Digest, opts []remote.Option) (*remote.Descriptor, error) {
 		return nil, fmt.Errorf("verify %s: %w", ref, err)
 	}
 	return desc, nil
+}
+
+// ManifestVerifier is the check that ward deploy and the agent make before
+// they act on an image: ref must be pinned by digest, and Verify must
+// accept it with pub, through client. What they record and serve
+// (hospital, version, metrics) comes from the verified annotations, never
+// from whoever named the image.
+func ManifestVerifier(client *registry.Client, pub *ecdsa.PublicKey) manifest.Verifier {
+	return func(ctx context.Context, ref string) (manifest.Image, error) {
+		d, err := client.ParseDigest(ref)
+		if err != nil {
+			return manifest.Image{}, err
+		}
+		v, err := Verify(ctx, d, pub, client.Remote(ctx)...)
+		if err != nil {
+			return manifest.Image{}, err
+		}
+		return manifest.ImageFromAnnotations(d, v.Annotations)
+	}
 }

@@ -51,7 +51,7 @@ type Deployment struct {
 // pushes it. A digest that is live already changes nothing; one that was
 // rolled back is refused unless Force.
 func (r *Repo) Deploy(ctx context.Context, d Deployment) (*Result, error) {
-	if err := checkHospital(d.Hospital); err != nil {
+	if err := CheckHospital(d.Hospital); err != nil {
 		return nil, err
 	}
 	ref, err := ParseImageRef(d.Image)

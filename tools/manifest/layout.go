@@ -111,11 +111,11 @@ func ReadRelease(read func(name string) ([]byte, error), id string) (*Release, e
 		return nil, invalid(rfile, "%s", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 	if err := r.check(id); err != nil {
-		return nil, invalid(rfile, "%v", err)
+		return nil, &Error{Kind: ErrInvalid, Err: fmt.Errorf("%s: %w", rfile, err)}
 	}
 	repo, digest, err := pinnedImage(kdata)
 	if err != nil {
-		return nil, invalid(kfile, "%v", err)
+		return nil, &Error{Kind: ErrInvalid, Err: fmt.Errorf("%s: %w", kfile, err)}
 	}
 	if repo != r.Repository() || digest != r.Digest {
 		return nil, invalid(kfile, "pins %s@%s but %s says %s", repo, digest, ReleaseFile, r.Image)
@@ -133,6 +133,9 @@ func (r Release) check(id string) error {
 	}
 	if r.Version == "" {
 		return errors.New("no version")
+	}
+	if !strings.Contains(r.Image, "@") {
+		return fmt.Errorf("image %q by tag: %w", r.Image, ErrTagged)
 	}
 	if !digestPattern.MatchString(r.Digest) {
 		return fmt.Errorf("digest %q: want sha256: and 64 hex digits", r.Digest)
@@ -212,7 +215,7 @@ func pinnedImage(data []byte) (repo, digest string, err error) {
 		return "", "", err
 	}
 	if tag := value(img, "newTag"); tag != nil {
-		return "", "", fmt.Errorf("line %d: image %s by tag %q: pin it by digest", tag.Line, ImagePlaceholder, tag.Value)
+		return "", "", fmt.Errorf("line %d: image %s by tag %q: %w", tag.Line, ImagePlaceholder, tag.Value, ErrTagged)
 	}
 	n, d := value(img, "newName"), value(img, "digest")
 	if n == nil || d == nil || n.Value == "" {

@@ -60,6 +60,7 @@ func TestReadReleaseChecksTheContent(t *testing.T) {
 		wantContains string
 	}{
 		{"kustomization by tag", k, "digest: " + d1, "newTag: v1", k, `by tag "v1": pin it by digest`},
+		{"release by tag", r, "image: registry.test/ward/st-olaf@" + d1, "image: registry.test/ward/st-olaf:v1", r, `image "registry.test/ward/st-olaf:v1" by tag: pin it by digest`},
 		{"files disagree", k, d1, d2, k, "pins registry.test/ward/st-olaf@" + d2 + " but release.yaml says"},
 		{"other hospital", r, "hospital: st-olaf", "hospital: mercy", r, `hospital "mercy", want "st-olaf"`},
 		{"unknown field", r, "version: v1", "version: v1\nreplicas: 3", r, "field replicas not found"},
@@ -78,6 +79,9 @@ func TestReadReleaseChecksTheContent(t *testing.T) {
 			bad[c.file] = strings.Replace(bad[c.file], c.from, c.to, 1)
 			_, err := ReadRelease(folder(bad), "st-olaf")
 			wantErr(t, err, ErrInvalid, c.wantFile+": ", c.wantContains)
+			if tagged := strings.Contains(c.name, "by tag"); errors.Is(err, ErrTagged) != tagged {
+				t.Errorf("errors.Is(%v, ErrTagged) = %v, want %v", err, !tagged, tagged)
+			}
 		})
 	}
 	only := map[string]string{r: files[r]}

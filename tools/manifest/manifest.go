@@ -36,6 +36,10 @@ var (
 	ErrConflict = errors.New("rollback conflict")
 	// ErrInvalid: the manifest content of a hospital does not check.
 	ErrInvalid = errors.New("invalid manifest content")
+	// ErrTagged: content that names the image by tag. It comes inside an
+	// ErrInvalid (errors.Is tells both), so that the agent can say which
+	// of the two refused a hand edit.
+	ErrTagged = errors.New("pin it by digest")
 )
 
 // Error is a failure of a kind above: errors.Is(err, ErrRejected) tells
@@ -86,8 +90,9 @@ var (
 	metricPattern = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)
 )
 
-// checkHospital refuses ids that are not a folder name of hospitals/.
-func checkHospital(id string) error {
+// CheckHospital refuses ids that are not a folder name of hospitals/ (the
+// agent names its data folder by the id too).
+func CheckHospital(id string) error {
 	if !idPattern.MatchString(id) {
 		return fail(ErrUsage, "hospital %q: want lower-case letters, digits and dashes (a folder under hospitals/)", id)
 	}

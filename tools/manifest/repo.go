@@ -507,7 +507,7 @@ func (r *Repo) notInitialized() error {
 
 // History returns a hospital's timeline at the remote's head.
 func (r *Repo) History(ctx context.Context, hospital string) (*Timeline, error) {
-	if err := checkHospital(hospital); err != nil {
+	if err := CheckHospital(hospital); err != nil {
 		return nil, err
 	}
 	c, err := r.clone(ctx)

@@ -32,7 +32,7 @@ type Rollback struct {
 // without --force. When a file of the deploy changed since, it stops with
 // ErrConflict and changes nothing.
 func (r *Repo) Rollback(ctx context.Context, rb Rollback) (*Result, error) {
-	if err := checkHospital(rb.Hospital); err != nil {
+	if err := CheckHospital(rb.Hospital); err != nil {
 		return nil, err
 	}
 	return r.publish(ctx, rb.DryRun, func(c *checkout) (*Result, error) {

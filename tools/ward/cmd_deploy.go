@@ -15,10 +15,9 @@ import (
 	"github.com/wardml/ward/tools/registry"
 )
 
-// imageVerifier returns the signature check of ward deploy: the image's
-// cosign-format signatures must verify with WARD_VERIFY_KEY, and what the
-// deploy records (hospital, version, metrics) comes from the verified
-// annotations, never from the caller.
+// imageVerifier returns the signature check of ward deploy and ward
+// agent: image.ManifestVerifier with WARD_VERIFY_KEY and the registry
+// settings.
 func imageVerifier(app *App) (manifest.Verifier, error) {
 	pub, err := verifyKey(app, "")
 	if err != nil {
@@ -28,17 +27,7 @@ func imageVerifier(app *App) (manifest.Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	return func(ctx context.Context, ref string) (manifest.Image, error) {
-		d, err := client.ParseDigest(ref)
-		if err != nil {
-			return manifest.Image{}, err
-		}
-		v, err := image.Verify(ctx, d, pub, client.Remote(ctx)...)
-		if err != nil {
-			return manifest.Image{}, verifyError(err)
-		}
-		return manifest.ImageFromAnnotations(d, v.Annotations)
-	}, nil
+	return image.ManifestVerifier(client, pub), nil
 }
 
 func init() {
