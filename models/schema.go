@@ -469,3 +469,24 @@ func jsonText(raw any) string {
 	}
 	return string(b)
 }
+
+// JSONFields renders a row as the fields of a request to the model server:
+// numbers as JSON numbers (their shortest text reads back to the same
+// bits), booleans, strings, and dates and timestamps in their canonical
+// text; missing values are left out. ParseJSON reads them back.
+func JSONFields(cols []Column, row []Value) map[string]any {
+	out := make(map[string]any, len(cols))
+	for i, c := range cols {
+		v := row[i]
+		switch {
+		case v.Null:
+		case c.Type == Bool:
+			out[c.Name] = v.Num != 0
+		case c.Type == Int || c.Type == Float:
+			out[c.Name] = v.Num
+		default:
+			out[c.Name] = v.Format(c.Type)
+		}
+	}
+	return out
+}

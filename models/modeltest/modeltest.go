@@ -143,23 +143,7 @@ func Cases(cs []models.Case) models.Cases {
 	}
 }
 
-// Request renders a row as a request's JSON object: numbers as JSON
-// numbers (their shortest text, which reads back to the same bits),
-// booleans, strings, dates in their canonical text; missing values left
-// out.
+// Request renders a row as a request's JSON object (models.JSONFields).
 func Request(inputs []models.Column, row []models.Value) map[string]any {
-	out := map[string]any{}
-	for i, c := range inputs {
-		v := row[i]
-		switch {
-		case v.Null:
-		case c.Type == models.Bool:
-			out[c.Name] = v.Num != 0
-		case c.Type == models.Int || c.Type == models.Float:
-			out[c.Name] = v.Num
-		default:
-			out[c.Name] = v.Format(c.Type)
-		}
-	}
-	return out
+	return models.JSONFields(inputs, row)
 }

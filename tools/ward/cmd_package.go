@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/ecdsa"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,9 +19,6 @@ import (
 	"github.com/wardml/ward/internal/exit"
 	"github.com/wardml/ward/internal/logging"
 	"github.com/wardml/ward/internal/version"
-	"github.com/wardml/ward/models"
-	"github.com/wardml/ward/pipelines/train"
-	trainreport "github.com/wardml/ward/pipelines/train/report"
 	"github.com/wardml/ward/tools/image"
 	"github.com/wardml/ward/tools/registry"
 	"github.com/wardml/ward/tools/signing"
@@ -141,7 +137,7 @@ ward package --all --models .ward/models --output json`,
 			start := time.Now()
 			for _, j := range jobs {
 				r, err := j.run(ctx, app, client, pub, srv, opts)
-				if errors.Is(err, errGateFailed) && all {
+				if errors.Is(err, image.ErrGateFailed) && all {
 					// A scheduled run ships the models that passed; the
 					// others wait for a person (or --force).
 					app.Log.Warn("package skipped", "hospital", j.hospital.ID, "error", err.Error(), "event.outcome", "unknown")
@@ -179,25 +175,6 @@ type packageJob struct {
 	force               bool
 }
 
-// errGateFailed: training's gate judged the model worse than production.
-var errGateFailed = errors.New("the model failed its gate")
-
-// gateOf reads the gate that ward train recorded in the report's
-// metrics.json; ok is false when there is no such record.
-func gateOf(rep image.Report) (train.Gate, bool) {
-	b, ok := rep[trainreport.MetricsFile]
-	if !ok {
-		return train.Gate{}, false
-	}
-	var m struct {
-		Gate *train.Gate `json:"gate"`
-	}
-	if json.Unmarshal(b, &m) != nil || m.Gate == nil {
-		return train.Gate{}, false
-	}
-	return *m.Gate, true
-}
-
 type packageResult struct {
 	Hospital  string            `json:"hospital"`
 	Version   string            `json:"version,omitempty"`
@@ -211,33 +188,16 @@ type packageResult struct {
 }
 
 func (j packageJob) run(ctx context.Context, app *App, client *registry.Client, pub *image.Publisher, srv *image.Server, opts []image.BuildOption) (packageResult, error) {
-	m, err := readModel(j.model)
+	tr, err := image.ReadTrained(j.model, j.card, j.report)
 	if err != nil {
 		return packageResult{}, err
 	}
+	m := tr.Model
 	if m.Hospital != j.hospital.ID {
 		return packageResult{}, fmt.Errorf("model %s is for hospital %q, not %q", j.model, m.Hospital, j.hospital.ID)
 	}
-	dir := filepath.Dir(j.model)
-	cardFile := j.card
-	if cardFile == "" {
-		cardFile = filepath.Join(dir, "MODEL_CARD.md")
-	}
-	if b, err := os.ReadFile(cardFile); err == nil {
-		m.Card = b
-	} else if j.card != "" {
-		return packageResult{}, fmt.Errorf("model card: %w", err)
-	}
-	reportDir := j.report
-	if reportDir == "" {
-		reportDir = filepath.Join(dir, "report")
-	}
-	rep, err := readReport(reportDir, j.report != "")
-	if err != nil {
-		return packageResult{}, err
-	}
-	if gate, ok := gateOf(rep); ok && !gate.Passed && !j.force {
-		return packageResult{}, fmt.Errorf("%w: %s (see %s); package it anyway with --force", errGateFailed, gate.Reason, filepath.Join(reportDir, trainreport.MetricsFile))
+	if err := tr.GateError(); err != nil && !j.force {
+		return packageResult{}, fmt.Errorf("%w; package it anyway with --force", err)
 	}
 	img, err := image.Build(m, srv, opts...)
 	if err != nil {
@@ -247,7 +207,7 @@ func (j packageJob) run(ctx context.Context, app *App, client *registry.Client, 
 	if err != nil {
 		return packageResult{}, err
 	}
-	res, err := pub.Publish(ctx, repo, img, rep)
+	res, err := pub.Publish(ctx, repo, img, tr.Report)
 	if err != nil {
 		return packageResult{}, err
 	}
@@ -259,51 +219,6 @@ func (j packageJob) run(ctx context.Context, app *App, client *registry.Client, 
 		out.Attached = append(out.Attached, a.ArtifactType+" "+a.Digest.String())
 	}
 	return out, nil
-}
-
-// readModel reads a model artifact, checked as the server will check it
-// when it starts, so that an image never carries a model it cannot serve.
-func readModel(file string) (image.Model, error) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return image.Model{}, fmt.Errorf("model: %w", err)
-	}
-	a, err := models.Decode(b)
-	if err != nil {
-		return image.Model{}, fmt.Errorf("model %s: %w", file, err)
-	}
-	val := a.Metrics["validation"]
-	m := image.Model{Hospital: a.Hospital, Version: a.Version, Family: a.Family, Artifact: b, Metrics: map[string]float64{
-		"mae": val.MAE, "rmse": val.RMSE, "under_rate": val.UnderRate, "count": float64(val.Count),
-	}}
-	if val.MAPE != nil {
-		m.Metrics["mape"] = *val.MAPE
-	}
-	return m, nil
-}
-
-// readReport reads the report files of dir (not its subfolders); a missing
-// folder is no report, unless it was asked for.
-func readReport(dir string, required bool) (image.Report, error) {
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) && !required {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("report: %w", err)
-	}
-	rep := image.Report{}
-	for _, e := range entries {
-		if !e.Type().IsRegular() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			return nil, fmt.Errorf("report: %w", err)
-		}
-		rep[e.Name()] = b
-	}
-	return rep, nil
 }
 
 // signingKey reads WARD_SIGNING_KEY: ward signs every image it pushes.
