@@ -7,17 +7,21 @@ import (
 	"sort"
 )
 
-// Summary is the distribution of a model's features over its data window
-// (training and validation rows), kept in the artifact so that feedback can
-// measure how far live inputs have drifted from it (Drift). Date features
-// have none: time moving on is not drift.
+// Summary is the distribution of a model's features over its validation
+// window, kept in the artifact so that feedback can measure how far live
+// inputs have drifted from it (Drift). The validation window is the
+// model's most recent data and the one its validation metrics come from,
+// so live error and live inputs are judged against the same cases; over
+// the whole training window, slow and expected change (doctors who left a
+// year ago, say) would read as drift the day the model ships. The bins of
+// a numeric feature are cut at the deciles of the training rows. Date
+// features have none: time moving on is not drift.
 type Summary struct {
 	Features []FeatureSummary `json:"features"`
 }
 
-// FeatureSummary is the distribution of one feature over the model's data
-// window (its training and validation rows) as shares over bins (Shares
-// and Missing sum to 1). A numeric
+// FeatureSummary is the distribution of one feature over the model's
+// validation window as shares over bins (Shares and Missing sum to 1). A numeric
 // feature's bins are cut at Edges, about the deciles of its training
 // values (bin i holds Edges[i-1] < x <= Edges[i]); a categorical feature's
 // bins are its encoded columns: its levels, then other.
@@ -112,16 +116,16 @@ func (fit *EncoderFit) summary(e *Encoder) Summary {
 	return s
 }
 
-// absorb adds the rows that d counted to a summary of rows rows, bin by
-// bin.
-func (s *Summary) absorb(d *Drift, rows int) {
-	total := float64(rows + d.rows)
+// recount makes the summary's shares those of the rows d counted, in the
+// same bins.
+func (s *Summary) recount(d *Drift) {
+	rows := float64(d.rows)
 	for i := range s.Features {
 		fs, c := &s.Features[i], d.counts[i]
 		for j := range fs.Shares {
-			fs.Shares[j] = (fs.Shares[j]*float64(rows) + c[j]) / total
+			fs.Shares[j] = c[j] / rows
 		}
-		fs.Missing = (fs.Missing*float64(rows) + c[len(c)-1]) / total
+		fs.Missing = c[len(c)-1] / rows
 	}
 }
 

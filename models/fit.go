@@ -94,7 +94,7 @@ func InputsFor(all []Column, features []Feature) ([]Column, error) {
 //  3. the validation Gram, which scores every lambda of the grid without
 //     the rows;
 //  4. the chosen model's predictions of the validation cases: its metrics,
-//     and the calibration; the validation cases join the drift summary.
+//     and the calibration; the drift summary of the validation cases.
 //
 // Bad data is an error and no artifact: too few cases (ErrTooFewRows), a
 // target without values (ErrNoTarget), a target outside its transform's
@@ -177,10 +177,9 @@ func Fit(spec Spec, train, valid Cases) (*Artifact, error) {
 
 	var actual, predicted, transformed, residuals []float64
 	segments := make([][]string, len(spec.Segments))
-	// The drift summary covers the model's whole data window: the rows it
-	// was fitted on and the later ones it was validated on (binned at the
-	// training deciles), so that feedback compares live inputs with all the
-	// data the model was judged on, not only its older part.
+	// The drift summary is the validation window's (binned at the training
+	// deciles): feedback judges live inputs against the cases the model was
+	// judged on, as it judges live error against the validation error.
 	window := a.Drift()
 	if err := spec.cases("validation", valid, func(c Case, y float64) error {
 		if err := window.Add(c.Row); err != nil {
@@ -224,7 +223,7 @@ func Fit(spec Spec, train, valid Cases) (*Artifact, error) {
 		}
 	}
 	a.Metrics["validation"] = evaluation(spec.Segments, segments, actual, predicted, calibrated)
-	a.Summary.absorb(window, gram.Rows())
+	a.Summary.recount(window)
 
 	if a.Version == "" {
 		if a.Version, err = contentVersion(a); err != nil {

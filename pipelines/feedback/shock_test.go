@@ -48,11 +48,9 @@ func open(t *testing.T, url string) *store.Store {
 //
 // Drift is the same in both runs to the bit: the shock changes bills, not
 // the inputs the models see. The group's rosters turn over (synth hires
-// and loses doctors every month), so doctor_id drifts into the watch band
-// at riverside and northgate (doctors the model does not know take a few
-// percent of the live cases), but no feature needs acting on: against the
-// model's whole data window (training and validation rows) three months
-// of turnover is not enough. So the unshocked run flags no hospital.
+// and loses doctors every month), so doctor_id moves a little (a PSI under
+// 0.1 against the validation window, the models' reference), and no
+// feature needs acting on. So the unshocked run flags no hospital.
 func TestShock(t *testing.T) {
 	cutoff, _ := synth.ParseMonth(feedbacktest.Cutoff)
 	shock := synth.Shock{Hospital: "riverside", From: cutoff, Factor: 1.4}

@@ -53,15 +53,21 @@ type dirt struct {
 	counts DirtCounts
 	// pending holds the correction rows by the month they are sent in.
 	pending map[int][]row
+	// ungraded are the doctors whose grade the roster never gives: a
+	// property of the doctor, the same in every monthly roster, so that a
+	// blank does not come and go with the month (and with it the grade of
+	// every case of theirs, as the database joins the latest roster).
+	ungraded map[string]bool
 }
 
 func newDirt(seed uint64, n int, rate float64, textDates bool, months int) *dirt {
 	return &dirt{
-		r:       rand.New(rand.NewPCG(seed, stream(n, streamDirt))),
-		rate:    rate,
-		dates:   textDates,
-		months:  months,
-		pending: map[int][]row{},
+		r:        rand.New(rand.NewPCG(seed, stream(n, streamDirt))),
+		rate:     rate,
+		dates:    textDates,
+		months:   months,
+		pending:  map[int][]row{},
+		ungraded: map[string]bool{},
 	}
 }
 
@@ -121,8 +127,21 @@ func (d *dirt) patients(rows []row) []row {
 	return rows
 }
 
+// doctors blanks the grade of the ungraded doctors, decided when a doctor
+// first appears in a roster.
 func (d *dirt) doctors(rows []row) []row {
-	d.blank(&doctorsTable, rows, doctorsMissing)
+	id, j := doctorsTable.index("doctor_id"), doctorsTable.index(doctorsMissing[0])
+	for _, r := range rows {
+		blank, seen := d.ungraded[r[id].v.Str]
+		if !seen {
+			blank = d.hit()
+			d.ungraded[r[id].v.Str] = blank
+		}
+		if blank {
+			r[j] = cell{v: models.Missing}
+			d.counts.Missing++
+		}
+	}
 	return rows
 }
 

@@ -34,7 +34,8 @@
 // cell from a stream of its own so that the clean data stays the same:
 //
 //   - missing: an optional cell left empty (patients' sex, birth_date,
-//     insurance; doctors' grade; cases' age, planned_los, comorbidities).
+//     insurance; doctors' grade, for an ungraded doctor in every roster;
+//     cases' age, planned_los, comorbidities).
 //     Valid: ingest loads a null, training imputes.
 //   - bad age: a case's age out of range (150, -1, 999, 200, -7). Ingest
 //     rejects the row (min 0, max 110).

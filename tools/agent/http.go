@@ -128,6 +128,11 @@ func (a *Agent) forward(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer b.refs.Add(-1)
+	// The proxy streams the request body to the model server while the
+	// answer streams back; an HTTP/1 handler that writes before it has
+	// read the whole body must say so, or the server cuts the body short
+	// and the copy to the model server fails mid-answer (golang/go#40747).
+	_ = http.NewResponseController(w).EnableFullDuplex()
 	b.proxy.ServeHTTP(w, r)
 }
 
