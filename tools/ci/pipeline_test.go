@@ -384,6 +384,17 @@ func TestPipelineEndToEnd(t *testing.T) {
 		if tl.Live.Version == v1[id] || !strings.HasPrefix(tl.Live.Version, "2025.01-") {
 			t.Fatalf("after the second run, %s runs %q; want a model of the data to 2025-01, not %s", id, tl.Live.Version, v1[id])
 		}
+		// Its gate compared it with the model in production, read from
+		// the image the manifest pinned.
+		var m struct {
+			Gate struct {
+				Passed            bool   `json:"passed"`
+				ProductionVersion string `json:"production_version"`
+			} `json:"gate"`
+		}
+		if err := json.Unmarshal([]byte(read(t, filepath.Join(r.artifacts, "model-"+id, "report", "metrics.json"))), &m); err != nil || !m.Gate.Passed || m.Gate.ProductionVersion != v1[id] {
+			t.Fatalf("%s's second model was gated against %q (passed %v, %v); want the deployed %s", id, m.Gate.ProductionVersion, m.Gate.Passed, err, v1[id])
+		}
 	}
 
 	// A person rolls riverside back with the rollback workflow.

@@ -1,6 +1,7 @@
 package image
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"encoding/json"
@@ -307,4 +308,19 @@ func TestPublishProgress(t *testing.T) {
 	if !strings.Contains(out, "\rp ") || !strings.Contains(out, "[==============================] 100%") || !strings.HasSuffix(out, "\n") {
 		t.Errorf("progress: %q", out)
 	}
+}
+
+// ReadModel gives back the model file of a published image.
+func TestReadModel(t *testing.T) {
+	eachRegistry(t, func(t *testing.T, tg target) {
+		m := testModel("st-olaf", "v1", 1234.5)
+		res, err := NewPublisher(WithRemote(tg.remote()...)).Publish(context.Background(), tg.repo(t, "ward/st-olaf"), build(t, m), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ReadModel(context.Background(), res.Ref, tg.remote()...)
+		if err != nil || !bytes.Equal(got, m.Artifact) {
+			t.Fatalf("ReadModel = %d bytes, %v; want the %d bytes published", len(got), err, len(m.Artifact))
+		}
+	})
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +16,8 @@ import (
 	"github.com/wardml/ward/pipelines/store"
 	"github.com/wardml/ward/pipelines/train"
 	"github.com/wardml/ward/pipelines/train/report"
+	"github.com/wardml/ward/tools/image"
+	"github.com/wardml/ward/tools/registry"
 )
 
 func init() {
@@ -34,8 +37,10 @@ and fits a ridge model. Beside it the report shows the same model under a
 random split, a pooled model over the hospitals with compatible features
 (their rows are read too, so one hospital per CI job gets the same baseline),
 a rolling-origin backtest (split.folds), and the gate: the new model against
-the one in production (--baseline, the artifact it was deployed with), on the
-same window, by the contract's gate metric and max_regression.
+the one in production, on the same window, by the contract's gate metric and
+max_regression. The model in production is --baseline FILE (the artifact it
+was deployed with), else, when WARD_MANIFEST_REPO is set, the model in the
+image that the hospital's folder pins (verified with WARD_VERIFY_KEY).
 
 Writes DIR/<id>/model.json (the artifact: the same data and contract give the
 same bytes, and the same version, YYYY.MM-HASH: the month the data ends and
@@ -84,6 +89,15 @@ ward train --all --out .ward/models --parallel 2 --output json`,
 					return exit.With(exit.Config, fmt.Errorf("--baseline %s: %w", f, err))
 				}
 				opts = append(opts, train.WithBaseline(a))
+			}
+			if len(baselines) == 0 && app.Config.ManifestRepo() != "" {
+				deployed, err := deployedModels(ctx, app, selected)
+				if err != nil {
+					return err
+				}
+				for _, a := range deployed {
+					opts = append(opts, train.WithBaseline(a))
+				}
 			}
 			st, err := store.Open(ctx, app.Config.Database())
 			if err != nil {
@@ -148,4 +162,57 @@ func readArtifact(file string) (*models.Artifact, error) {
 		return nil, err
 	}
 	return models.Decode(data)
+}
+
+// deployedModels reads the model in production of each hospital: the one
+// in the image its folder of the manifest repo pins, verified with
+// WARD_VERIFY_KEY when it is set. A hospital without a release has none.
+func deployedModels(ctx context.Context, app *App, hs []*contract.Hospital) ([]*models.Artifact, error) {
+	repo, err := openManifest(app, &manifestFlags{branch: "main"})
+	if err != nil {
+		return nil, err
+	}
+	client, err := registry.FromConfig(app.Config)
+	if err != nil {
+		return nil, exit.With(exit.Config, err)
+	}
+	var pub *ecdsa.PublicKey
+	if app.Config.Get("verify_key") != "" {
+		if pub, err = verifyKey(app, ""); err != nil {
+			return nil, err
+		}
+	}
+	follow := repo.Follow()
+	var out []*models.Artifact
+	for _, h := range hs {
+		head, err := follow.Read(ctx, h.ID)
+		if err != nil {
+			return nil, manifestError(fmt.Errorf("the model in production of %s: %w", h.ID, err))
+		}
+		if head.Release == nil {
+			continue
+		}
+		ref, err := client.ParseDigest(head.Release.Image)
+		if err != nil {
+			return nil, exit.With(exit.Config, err)
+		}
+		if pub != nil {
+			if _, err := image.Verify(ctx, ref, pub, client.Remote(ctx)...); err != nil {
+				return nil, verifyError(fmt.Errorf("the model in production of %s: %w", h.ID, err))
+			}
+		} else {
+			app.Log.Warn("the model in production is read without verifying its image: set WARD_VERIFY_KEY", "ward.hospital", h.ID, "ward.image", ref.String())
+		}
+		data, err := image.ReadModel(ctx, ref, client.Remote(ctx)...)
+		if err != nil {
+			return nil, exit.With(exit.Config, err)
+		}
+		a, err := models.Decode(data)
+		if err != nil {
+			return nil, exit.With(exit.Config, fmt.Errorf("the model in production of %s (%s): %w", h.ID, ref, err))
+		}
+		app.Log.Info("gate baseline: the model in production", "ward.hospital", h.ID, "ward.version", a.Version, "ward.image", ref.String())
+		out = append(out, a)
+	}
+	return out, nil
 }
