@@ -312,7 +312,7 @@ func (d *Demo) synth(ctx context.Context) (string, error) {
 	d.group, d.plainSFTP, d.dropbox = sum.SFTP, plain.SFTP, d.path("dropbox")
 	months := d.monthsOf()
 	later := months[len(months)-2:]
-	n, err := copyMonths(d.group, d.dropbox, func(m string) bool { return !slices.Contains(later, m) })
+	n, err := synth.Upload(d.group, d.dropbox, func(m string) bool { return !slices.Contains(later, m) })
 	if err != nil {
 		return "", err
 	}
@@ -654,7 +654,7 @@ func (d *Demo) waitServing(ctx context.Context, want map[string]string) error {
 // arrive drops a month's extracts and the prediction logs in the drop box,
 // as the hospitals upload them, and ingests them.
 func (d *Demo) arrive(ctx context.Context, month string) (string, error) {
-	if _, err := copyMonths(d.group, d.dropbox, func(m string) bool { return m == month }); err != nil {
+	if _, err := synth.Upload(d.group, d.dropbox, func(m string) bool { return m == month }); err != nil {
 		return "", err
 	}
 	logs := 0

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"sync"
 	"time"
@@ -180,38 +179,6 @@ func (b *lineBuffer) take() []byte {
 	out := bytes.Clone(b.buf.Bytes())
 	b.buf.Reset()
 	return out
-}
-
-var monthOf = regexp.MustCompile(`_(\d{4}-\d{2})[._]`)
-
-// copyMonths copies the extracts of the months keep selects from one drop
-// box to another, as the hospitals upload them.
-func copyMonths(from, to string, keep func(month string) bool) (int, error) {
-	n := 0
-	err := filepath.WalkDir(from, func(path string, e os.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
-			return err
-		}
-		m := monthOf.FindStringSubmatch(e.Name())
-		if m == nil || !keep(m[1]) {
-			return nil
-		}
-		rel, err := filepath.Rel(from, path)
-		if err != nil {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		dst := filepath.Join(to, rel)
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			return err
-		}
-		n++
-		return os.WriteFile(dst, data, 0o644)
-	})
-	return n, err
 }
 
 func getJSON(ctx context.Context, url string, v any) error {

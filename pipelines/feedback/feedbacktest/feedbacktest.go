@@ -27,13 +27,11 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -214,38 +212,11 @@ func Run(t testing.TB, url string, shocks ...synth.Shock) *Loop {
 	return l
 }
 
-var monthOf = regexp.MustCompile(`_(\d{4}-\d{2})[._]`)
-
 // drop copies the extracts of the months that keep selects from the
 // group's drop box to box, as the hospitals upload them.
 func drop(t testing.TB, from, box string, keep func(month string) bool) {
 	t.Helper()
-	err := filepath.WalkDir(from, func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		m := monthOf.FindStringSubmatch(d.Name())
-		if m == nil {
-			return fmt.Errorf("%s: no month in the name", path)
-		}
-		if !keep(m[1]) {
-			return nil
-		}
-		rel, err := filepath.Rel(from, path)
-		if err != nil {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		to := filepath.Join(box, rel)
-		if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
-			return err
-		}
-		return os.WriteFile(to, data, 0o644)
-	})
-	if err != nil {
+	if _, err := synth.Upload(from, box, keep); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -13,10 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/wardml/ward/internal/contract"
-	"github.com/wardml/ward/internal/testenv"
 	"github.com/wardml/ward/pipelines/ingest"
 	"github.com/wardml/ward/pipelines/ingest/decrypt"
 	"github.com/wardml/ward/pipelines/ingest/fetch"
@@ -108,56 +105,15 @@ func runIngestBench(ctx context.Context) error {
 		boxes[n] = box
 	}
 
-	url := ingestBench.postgres
-	if url == "" {
-		initdbs, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
-		if len(initdbs) == 0 {
-			return errors.New("no initdb: install postgresql, or pass -postgres URL")
-		}
-		srv, err := testenv.StartPostgres(initdbs[len(initdbs)-1])
-		if err != nil {
-			return err
-		}
-		defer srv.Stop()
-		url = srv.Admin
-	}
-	st, err := store.Open(ctx, url)
+	pg, err := openCases(ctx, ingestBench.postgres, h, cases, "")
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	if err := st.EnsureTable(ctx, h.ID, cases); err != nil {
-		return err
-	}
-	table := store.TableName(h.ID, cases.Name)
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	// psql fills the contract's columns only; ward's own get defaults, so
-	// that both load into the same table.
-	if _, err := conn.Exec(ctx, fmt.Sprintf(`ALTER TABLE %s ALTER _ward_file SET DEFAULT 'psql', ALTER _ward_loaded_at SET DEFAULT now()`, table)); err != nil {
-		return err
-	}
-	reset := func() error {
-		_, err := conn.Exec(ctx, fmt.Sprintf("TRUNCATE %s; DELETE FROM ward_files; CHECKPOINT", table))
-		return err
-	}
-	cols := make([]string, len(cases.Columns))
-	for i, c := range cases.Columns {
-		cols[i] = c.Name
-	}
+	defer pg.Close()
+	url := pg.url
+	reset := func() error { return pg.reset(ctx) }
 	file := filepath.Join(boxes[ingestBench.rows], filepath.FromSlash(h.Inbound.Folder), "cases_bench.csv")
-	psql := func() (float64, error) {
-		start := time.Now()
-		out, err := exec.CommandContext(ctx, "psql", url, "-v", "ON_ERROR_STOP=1", "-q", "-c",
-			fmt.Sprintf(`\copy %s (%s) FROM '%s' WITH (FORMAT csv, HEADER true)`, table, strings.Join(cols, ", "), file)).CombinedOutput()
-		if err != nil {
-			return 0, fmt.Errorf("psql: %v\n%s", err, out)
-		}
-		return time.Since(start).Seconds(), nil
-	}
+	psql := func() (float64, error) { return pg.psql(ctx, file) }
 	child := func(box string) (childResult, error) {
 		var r childResult
 		args := []string{"ingest", "-child", box, "-contracts", contracts, "-postgres", url}

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/csv"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,10 +17,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/wardml/ward/internal/contract"
-	"github.com/wardml/ward/internal/testenv"
 	"github.com/wardml/ward/models"
 	"github.com/wardml/ward/pipelines/store"
 )
@@ -74,19 +70,12 @@ func runStore(ctx context.Context) error {
 		return err
 	}
 	cases := h.Table(h.Training.Table)
-	url := storeBench.postgres
-	if url == "" {
-		initdbs, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
-		if len(initdbs) == 0 {
-			return errors.New("no initdb: install postgresql, or pass -postgres URL")
-		}
-		srv, err := testenv.StartPostgres(initdbs[len(initdbs)-1])
-		if err != nil {
-			return err
-		}
-		defer srv.Stop()
-		url = srv.Admin
+	pg, err := openCases(ctx, storeBench.postgres, h, cases, "bench_ref")
+	if err != nil {
+		return err
 	}
+	defer pg.Close()
+	url := pg.url
 	dir, err := os.MkdirTemp("", "ward-bench-store-")
 	if err != nil {
 		return err
@@ -100,42 +89,8 @@ func runStore(ctx context.Context) error {
 		return err
 	}
 
-	st, err := store.Open(ctx, url)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	if err := st.EnsureTable(ctx, h.ID, cases); err != nil {
-		return err
-	}
-	table := store.TableName(h.ID, cases.Name)
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, fmt.Sprintf(`DROP TABLE IF EXISTS bench_ref;
-		CREATE TABLE bench_ref (LIKE %s INCLUDING ALL);
-		ALTER TABLE bench_ref ALTER _ward_file SET DEFAULT 'psql', ALTER _ward_loaded_at SET DEFAULT now()`, table)); err != nil {
-		return err
-	}
-	reset := func() error {
-		_, err := conn.Exec(ctx, fmt.Sprintf("TRUNCATE %s, bench_ref; DELETE FROM ward_files; CHECKPOINT", table))
-		return err
-	}
-	cols := make([]string, len(cases.Columns))
-	for i, c := range cases.Columns {
-		cols[i] = c.Name
-	}
-	psql := func() (float64, error) {
-		start := time.Now()
-		out, err := exec.CommandContext(ctx, "psql", url, "-v", "ON_ERROR_STOP=1", "-q", "-c",
-			fmt.Sprintf(`\copy bench_ref (%s) FROM '%s' CSV HEADER`, strings.Join(cols, ", "), large)).CombinedOutput()
-		if err != nil {
-			return 0, fmt.Errorf("psql: %v\n%s", err, out)
-		}
-		return time.Since(start).Seconds(), nil
-	}
+	reset := func() error { return pg.reset(ctx) }
+	psql := func() (float64, error) { return pg.psql(ctx, large) }
 	child := func(mode, file string) (childResult, error) {
 		var r childResult
 		cmd := exec.CommandContext(ctx, os.Args[0], "store", "-child", mode, "-file", file,
