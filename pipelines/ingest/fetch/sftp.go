@@ -114,8 +114,21 @@ func Dial(ctx context.Context, c SFTPConfig, opts ...DialOption) (*SFTP, error) 
 		conn.Close()
 		return nil, fmt.Errorf("SFTP on %s: %w (does the server offer the sftp subsystem?)", u.Host, err)
 	}
+	// A server that states its limits (OpenSSH's sftp-server, which reads
+	// up to 255 KiB at once) takes reads larger than the 32 KiB every
+	// server must: fewer round trips, as OpenSSH's own sftp client does.
+	if _, ok := client.HasExtension("limits@openssh.com"); ok {
+		if err := sftp.MaxPacketUnchecked(largeRead)(client); err != nil {
+			client.Close()
+			conn.Close()
+			return nil, err
+		}
+	}
 	return &SFTP{url: u, conn: conn, client: client}, nil
 }
+
+// largeRead is the read size for servers that state their limits.
+const largeRead = 128 << 10
 
 func loadKey(file string) (ssh.Signer, error) {
 	if file == "" {

@@ -121,7 +121,7 @@ func (s *Store) Put(ctx context.Context, r io.Reader, m Meta) (*Entry, error) {
 	stop := context.AfterFunc(ctx, func() { tmp.Close() })
 	defer stop()
 	h := sha256.New()
-	aw := newAsyncWriter(io.MultiWriter(tmp, h))
+	aw := newAsyncWriter(io.MultiWriter(&writeback{f: tmp}, h))
 	n, err := io.Copy(aw, r)
 	if cerr := aw.Close(); err == nil {
 		err = cerr
