@@ -319,6 +319,18 @@ func TestStartsACrashedServerAgain(t *testing.T) {
 	}
 }
 
+// A data folder given relative to the working directory, as the default
+// .ward/agent/<id> is, serves too.
+func TestServesFromARelativeDataFolder(t *testing.T) {
+	host, _, _ := inProcessRegistry(t)
+	f := newFixture(t, host)
+	f.publish("v1", model(t, "v1", 1), f.key)
+	t.Chdir(t.TempDir())
+	a := f.startAgent(filepath.Join(".ward", "agent", "data"))
+	f.mustDeploy("v1")
+	a.waitServing(t, f, "v1", 30*time.Second)
+}
+
 // slowRequest is a request to the front endpoint sent in two parts.
 type slowRequest struct {
 	conn net.Conn

@@ -83,6 +83,12 @@ var (
 )
 
 func openStore(dir string, keep int, platform v1.Platform) (*store, error) {
+	// Servers run with their version's folder as working directory, so
+	// every path the agent hands them is absolute.
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("agent data folder: %w", err)
+	}
 	if err := os.MkdirAll(filepath.Join(dir, versionsDir), 0o755); err != nil {
 		return nil, fmt.Errorf("agent data folder: %w", err)
 	}

@@ -33,8 +33,11 @@ func TestDemoRunsTheLoop(t *testing.T) {
 	if err := os.WriteFile(bin, srv.Binaries[platform], 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// In a fresh folder, with the folder relative to it as `ward demo`
+	// gives it by default.
+	t.Chdir(t.TempDir())
 	var story bytes.Buffer
-	d, sum, err := Run(context.Background(), Options{Dir: filepath.Join(t.TempDir(), "demo"), Servers: map[string]string{platform: bin}, Out: &story})
+	d, sum, err := Run(context.Background(), Options{Dir: filepath.Join(".ward", "demo"), Servers: map[string]string{platform: bin}, Out: &story})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, story.String())
 	}
