@@ -121,7 +121,9 @@ func (s *Store) Put(ctx context.Context, r io.Reader, m Meta) (*Entry, error) {
 	stop := context.AfterFunc(ctx, func() { tmp.Close() })
 	defer stop()
 	h := sha256.New()
-	aw := newAsyncWriter(io.MultiWriter(&writeback{f: tmp}, h))
+	wb := &writeback{f: tmp}
+	defer wb.wait() // on the error paths, before the file is closed and removed
+	aw := newAsyncWriter(io.MultiWriter(wb, h))
 	n, err := io.Copy(aw, r)
 	if cerr := aw.Close(); err == nil {
 		err = cerr
@@ -137,6 +139,9 @@ func (s *Store) Put(ctx context.Context, r io.Reader, m Meta) (*Entry, error) {
 	}
 	if err := tmp.Chmod(0o444); err != nil {
 		return nil, fmt.Errorf("staging: %w", err)
+	}
+	if err := wb.wait(); err != nil {
+		return nil, fmt.Errorf("staging: fsync: %w", err)
 	}
 	if err := tmp.Sync(); err != nil {
 		return nil, fmt.Errorf("staging: fsync: %w", err)

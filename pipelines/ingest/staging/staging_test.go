@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -318,4 +319,34 @@ func (f *failAfter) Write(p []byte) (int, error) {
 		return 0, errors.New("write /staging/tmp/put-1: no space left on device")
 	}
 	return len(p), nil
+}
+
+// A file larger than a few flush chunks is flushed in the background as it
+// arrives: it is staged whole, and a transfer cut while a background fsync
+// runs stages nothing.
+func TestLargeFileStagesWhole(t *testing.T) {
+	s := open(t)
+	size := 3*flushChunk + 12345
+	body := make([]byte, size)
+	rand.NewChaCha8([32]byte{1}).Read(body)
+	e, err := s.Put(context.Background(), bytes.NewReader(body), meta("big.csv", size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.SHA256 != shaOf(body) || e.Size != int64(size) {
+		t.Fatalf("entry %s %d, want %s %d", e.SHA256, e.Size, shaOf(body), size)
+	}
+	got, err := os.ReadFile(e.Path)
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("staged bytes differ (%d read, %v)", len(got), err)
+	}
+
+	s = open(t)
+	cut := io.MultiReader(bytes.NewReader(body[:2*flushChunk+1]), errReader{errors.New("connection lost")})
+	if _, err := s.Put(context.Background(), cut, meta("big.csv", size)); err == nil || !strings.Contains(err.Error(), "connection lost") {
+		t.Fatalf("cut transfer: %v", err)
+	}
+	if files := tree(t, s.Dir()); len(files) != 0 {
+		t.Fatalf("staged after a cut transfer: %v", files)
+	}
 }

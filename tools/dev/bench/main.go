@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sort"
 )
 
@@ -55,9 +56,24 @@ func main() {
 	if b.Flags != nil {
 		b.Flags(fs)
 	}
+	profile := fs.String("cpuprofile", "", "write a CPU profile of this process (not of the reference tools) to `FILE`")
 	_ = fs.Parse(os.Args[2:])
+	if *profile != "" {
+		f, err := os.Create(*profile)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			os.Exit(2)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			os.Exit(2)
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
+	}
 	if err := b.Run(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "bench %s: %v\n", b.Name, err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }

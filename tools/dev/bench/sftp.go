@@ -105,9 +105,11 @@ training: {table: cases, target: x, features: [{name: id, kind: categorical}]}
 		return err
 	}
 	host, port, _ := net.SplitHostPort(s.Addr)
+	var cleanup []string // ward's staging folders
+	// Each client's run is timed from the connection to a durable (ward)
+	// or complete (sftp) copy; removing the copy comes after, untimed.
 	openssh := func(extra ...string) func() error {
 		return func() error {
-			os.Remove(local)
 			args := append([]string{"-q", "-b", batch, "-i", s.ClientKey, "-P", port,
 				"-o", "UserKnownHostsFile=" + s.KnownHosts, "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"}, extra...)
 			out, err := exec.CommandContext(ctx, "sftp", append(args, s.User+"@"+host)...).CombinedOutput()
@@ -126,7 +128,7 @@ training: {table: cases, target: x, features: [{name: id, kind: categorical}]}
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(st.Dir())
+		cleanup = append(cleanup, st.Dir())
 		src, err := fetch.Dial(ctx, fetch.SFTPConfig{URL: s.URL(s.Root), Key: s.ClientKey, KnownHosts: s.KnownHosts})
 		if err != nil {
 			return err
@@ -152,6 +154,11 @@ training: {table: cases, target: x, features: [{name: id, kind: categorical}]}
 				return fmt.Errorf("%s: %w", clients[i].name, err)
 			}
 			clients[i].times = append(clients[i].times, time.Since(start))
+			os.Remove(local)
+			for _, c := range cleanup {
+				os.RemoveAll(c)
+			}
+			cleanup = nil
 		}
 	}
 	mb := float64(size) / 1e6
