@@ -56,7 +56,11 @@ func main() {
 	if b.Flags != nil {
 		b.Flags(fs)
 	}
-	profile := fs.String("cpuprofile", "", "write a CPU profile of this process (not of the reference tools) to `FILE`")
+	// A benchmark whose work runs in a child process has its own.
+	profile := new(string)
+	if fs.Lookup("cpuprofile") == nil {
+		fs.StringVar(profile, "cpuprofile", "", "write a CPU profile of this process (not of the reference tools) to `FILE`")
+	}
 	_ = fs.Parse(os.Args[2:])
 	if *profile != "" {
 		f, err := os.Create(*profile)
