@@ -320,13 +320,18 @@ func TestStartsACrashedServerAgain(t *testing.T) {
 }
 
 // A data folder given relative to the working directory, as the default
-// .ward/agent/<id> is, serves too.
+// .ward/agent/<id> is, serves too; and a server setting that names a file
+// relative to that directory finds it.
 func TestServesFromARelativeDataFolder(t *testing.T) {
 	host, _, _ := inProcessRegistry(t)
 	f := newFixture(t, host)
 	f.publish("v1", model(t, "v1", 1), f.key)
 	t.Chdir(t.TempDir())
-	a := f.startAgent(filepath.Join(".ward", "agent", "data"))
+	if err := os.WriteFile("hash.key", []byte("a key of thirty-two bytes, or so"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := f.startAgent(filepath.Join(".ward", "agent", "data"),
+		WithEnviron([]string{"WARD_HASH_INPUTS=true", "WARD_HASH_KEY_FILE=hash.key"}))
 	f.mustDeploy("v1")
 	a.waitServing(t, f, "v1", 30*time.Second)
 }

@@ -49,7 +49,9 @@ func (a *Agent) start(ctx context.Context, v *version) (*backend, error) {
 	b := &backend{version: v, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), tail: &tail{}, exited: make(chan struct{})}
 	stdout, stderr := a.predictions.writer(), a.serverLog.writer()
 	b.cmd = exec.Command(filepath.Join(v.dir, filepath.FromSlash(serverFile)), "--model", filepath.Join(v.dir, filepath.FromSlash(modelFile)), "--listen", b.addr, "--watch", "0")
-	b.cmd.Dir = v.dir
+	// The server runs in the agent's working directory, so that a path
+	// the admin gave relative to it (WARD_HASH_KEY_FILE, a sqlite:
+	// WARD_PREDICTIONS_DB) means the same to both.
 	b.cmd.Env = a.serverEnv(v.Digest)
 	b.cmd.Stdout = stdout
 	b.cmd.Stderr = io.MultiWriter(stderr, b.tail)
