@@ -4,24 +4,20 @@ import (
 	"bytes"
 	"crypto/rand"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"filippo.io/age"
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
-	"github.com/pkg/sftp"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/wardml/ward/internal/contract"
 	"github.com/wardml/ward/internal/sftpd"
+	"github.com/wardml/ward/internal/sftpd/sftptest"
 	"github.com/wardml/ward/pipelines/ingest"
 	"github.com/wardml/ward/pipelines/ingest/decrypt"
 	"github.com/wardml/ward/pipelines/ingest/fetch"
@@ -324,21 +320,9 @@ func TestPathInNameIsRefused(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(box, "cases_2024-03.csv.age"), ageSeal(t, g, casesCSV(10, nil)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	srv := &evilServer{root: box, evil: []string{"../../cases_2024-03.csv.age", `..\cases_2024-04.csv.age`}}
-	dir := t.TempDir()
-	key := filepath.Join(dir, "id")
-	pub, err := sftpd.WriteKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := sftpd.Start(box, []ssh.PublicKey{pub}, sftpd.WithHandlers(sftp.Handlers{FileGet: srv, FilePut: srv, FileCmd: srv, FileList: srv}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	kh := filepath.Join(dir, "known_hosts")
-	s.WriteKnownHosts(kh)
-	src := dial(t, fetch.SFTPConfig{URL: s.URL("ward", "/"), Key: key, KnownHosts: kh})
+	srv := &sftptest.Hostile{Root: box, Extra: []string{"../../cases_2024-03.csv.age", `..\cases_2024-04.csv.age`}}
+	s := sftptest.Start(t, box, sftpd.WithHandlers(srv.Handlers()))
+	src := dial(t, fetch.SFTPConfig{URL: s.URL, Key: s.Key, KnownHosts: s.KnownHosts})
 	r := newRig(t, "sqlite:"+filepath.Join(t.TempDir(), "ward.db"))
 	sum := r.run(g, src, []*contract.Hospital{g.hospital("riverside")})
 	river := hospitalResult(t, sum, "riverside")
@@ -355,83 +339,12 @@ func TestPathInNameIsRefused(t *testing.T) {
 	if n := count(t, r.db(), "SELECT count(*) FROM riverside__cases WHERE case_id LIKE 'C99-%'"); n != 0 {
 		t.Fatalf("%d rows from outside the folder", n)
 	}
-	for _, p := range srv.opened() {
+	for _, p := range srv.Opened() {
 		if !strings.HasPrefix(p, "/riverside/inbound/") || strings.Contains(p, "..") {
 			t.Fatalf("the server was asked for %s", p)
 		}
 	}
 }
-
-// evilServer serves a folder, and lists one more name in every folder.
-type evilServer struct {
-	root  string
-	evil  []string
-	mu    sync.Mutex
-	paths []string
-}
-
-func (s *evilServer) opened() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.paths)
-}
-
-func (s *evilServer) Filelist(r *sftp.Request) (sftp.ListerAt, error) {
-	local := filepath.Join(s.root, filepath.Clean("/"+r.Filepath))
-	fi, err := os.Stat(local)
-	if err != nil {
-		return nil, err
-	}
-	if r.Method == "Stat" || !fi.IsDir() {
-		return infos{fi}, nil
-	}
-	des, err := os.ReadDir(local)
-	if err != nil {
-		return nil, err
-	}
-	var out infos
-	for _, de := range des {
-		if fi, err := de.Info(); err == nil {
-			out = append(out, fi)
-		}
-	}
-	for _, e := range s.evil {
-		out = append(out, evilInfo(e))
-	}
-	return out, nil
-}
-
-func (s *evilServer) Fileread(r *sftp.Request) (io.ReaderAt, error) {
-	s.mu.Lock()
-	s.paths = append(s.paths, r.Filepath)
-	s.mu.Unlock()
-	return os.Open(filepath.Join(s.root, filepath.Clean("/"+r.Filepath)))
-}
-
-func (s *evilServer) Filewrite(*sftp.Request) (io.WriterAt, error) { return nil, os.ErrPermission }
-func (s *evilServer) Filecmd(*sftp.Request) error                  { return os.ErrPermission }
-
-type infos []os.FileInfo
-
-func (l infos) ListAt(out []os.FileInfo, off int64) (int, error) {
-	if off >= int64(len(l)) {
-		return 0, io.EOF
-	}
-	n := copy(out, l[off:])
-	if n < len(out) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-type evilInfo string
-
-func (f evilInfo) Name() string       { return string(f) }
-func (f evilInfo) Size() int64        { return 10 }
-func (f evilInfo) Mode() os.FileMode  { return 0o644 }
-func (f evilInfo) ModTime() time.Time { return time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC) }
-func (f evilInfo) IsDir() bool        { return false }
-func (f evilInfo) Sys() any           { return nil }
 
 // The same content under another name is recognised: recorded as a
 // duplicate, not loaded again, and skipped by the next run.

@@ -2,19 +2,17 @@ package ingest_test
 
 import (
 	"context"
-	"errors"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/wardml/ward/internal/contract"
+	"github.com/wardml/ward/internal/sftpd/sftptest"
 	"github.com/wardml/ward/internal/testenv"
 	"github.com/wardml/ward/pipelines/ingest"
 	"github.com/wardml/ward/pipelines/ingest/fetch"
@@ -111,7 +109,7 @@ func TestSFTPCutMidDownload(t *testing.T) {
 	river := []*contract.Hospital{g.hospital("riverside")}
 	engines(t, func(t *testing.T, url string) {
 		r := newRig(t, url)
-		cut := startSFTPD(t, g.sum.SFTP, fetch.WithDialer(cutAfter(150<<10)))
+		cut := startSFTPD(t, g.sum.SFTP, fetch.WithDialer(sftptest.CutAfter(150<<10)))
 		sum := r.run(g, cut, river, ingest.WithJobs(1))
 		res := hospitalResult(t, sum, "riverside")
 		if res.Failed == 0 || res.Loaded == 0 || res.Loaded+res.Failed != g.summary("riverside").Files {
@@ -138,32 +136,4 @@ func TestSFTPCutMidDownload(t *testing.T) {
 			t.Errorf("%d files loaded in the ledger, want %d", n, want.Files)
 		}
 	})
-}
-
-// cutAfter dials connections that die after n bytes have been read.
-func cutAfter(n int64) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		cc := &cutConn{Conn: c}
-		cc.left.Store(n)
-		return cc, nil
-	}
-}
-
-type cutConn struct {
-	net.Conn
-	left atomic.Int64
-}
-
-func (c *cutConn) Read(p []byte) (int, error) {
-	if c.left.Load() <= 0 {
-		c.Conn.Close()
-		return 0, errors.New("connection reset (cut by the test)")
-	}
-	n, err := c.Conn.Read(p)
-	c.left.Add(-int64(n))
-	return n, err
 }

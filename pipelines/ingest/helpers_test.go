@@ -13,11 +13,10 @@ import (
 	"filippo.io/age"
 	"github.com/ProtonMail/go-crypto/openpgp"
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver, to look into the database
-	"golang.org/x/crypto/ssh"
 	_ "modernc.org/sqlite"
 
 	"github.com/wardml/ward/internal/contract"
-	"github.com/wardml/ward/internal/sftpd"
+	"github.com/wardml/ward/internal/sftpd/sftptest"
 	"github.com/wardml/ward/internal/testenv"
 	"github.com/wardml/ward/pipelines/ingest"
 	"github.com/wardml/ward/pipelines/ingest/decrypt"
@@ -173,22 +172,8 @@ func rows(t *testing.T, db *sql.DB, hospital, table string) int64 {
 // startSFTPD serves root with ward's in-process server and dials it.
 func startSFTPD(t *testing.T, root string, opts ...fetch.DialOption) *fetch.SFTP {
 	t.Helper()
-	dir := t.TempDir()
-	key := filepath.Join(dir, "id_ed25519")
-	pub, err := sftpd.WriteKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := sftpd.Start(root, []ssh.PublicKey{pub})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	kh := filepath.Join(dir, "known_hosts")
-	if err := srv.WriteKnownHosts(kh); err != nil {
-		t.Fatal(err)
-	}
-	return dial(t, fetch.SFTPConfig{URL: srv.URL("ward", "/"), Key: key, KnownHosts: kh}, opts...)
+	s := sftptest.Start(t, root)
+	return dial(t, fetch.SFTPConfig{URL: s.URL, Key: s.Key, KnownHosts: s.KnownHosts}, opts...)
 }
 
 func dial(t *testing.T, cfg fetch.SFTPConfig, opts ...fetch.DialOption) *fetch.SFTP {

@@ -37,10 +37,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
-
 	"github.com/wardml/ward/internal/contract"
-	"github.com/wardml/ward/internal/sftpd"
+	"github.com/wardml/ward/internal/sftpd/sftptest"
 	"github.com/wardml/ward/models"
 	"github.com/wardml/ward/models/modeltest"
 	"github.com/wardml/ward/pipelines/ingest"
@@ -224,22 +222,8 @@ func drop(t testing.TB, from, box string, keep func(month string) bool) {
 // startSFTP serves box with ward's in-process SFTP server, and dials it.
 func startSFTP(t testing.TB, box string) *fetch.SFTP {
 	t.Helper()
-	dir := t.TempDir()
-	key := filepath.Join(dir, "id_ed25519")
-	pub, err := sftpd.WriteKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := sftpd.Start(box, []ssh.PublicKey{pub})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	kh := filepath.Join(dir, "known_hosts")
-	if err := srv.WriteKnownHosts(kh); err != nil {
-		t.Fatal(err)
-	}
-	c, err := fetch.Dial(context.Background(), fetch.SFTPConfig{URL: srv.URL("ward", "/"), Key: key, KnownHosts: kh})
+	s := sftptest.Start(t, box)
+	c, err := fetch.Dial(context.Background(), fetch.SFTPConfig{URL: s.URL, Key: s.Key, KnownHosts: s.KnownHosts})
 	if err != nil {
 		t.Fatal(err)
 	}

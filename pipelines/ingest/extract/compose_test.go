@@ -11,10 +11,9 @@ import (
 	"testing"
 
 	"filippo.io/age"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/wardml/ward/internal/contract"
-	"github.com/wardml/ward/internal/sftpd"
+	"github.com/wardml/ward/internal/sftpd/sftptest"
 	"github.com/wardml/ward/models"
 	"github.com/wardml/ward/pipelines/ingest/decrypt"
 	"github.com/wardml/ward/pipelines/ingest/extract"
@@ -60,18 +59,10 @@ func TestStagesCompose(t *testing.T) {
 	os.WriteFile(filepath.Join(inbound, name+".done"), nil, 0o644)
 
 	// The drop box: ward's in-process server.
-	clientKey := filepath.Join(dir, "id_ed25519")
-	pub, _ := sftpd.WriteKey(clientKey)
-	srv, err := sftpd.Start(root, []ssh.PublicKey{pub})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	knownHosts := filepath.Join(dir, "known_hosts")
-	srv.WriteKnownHosts(knownHosts)
+	srv := sftptest.Start(t, root)
 
 	ctx := context.Background()
-	src, err := fetch.Dial(ctx, fetch.SFTPConfig{URL: srv.URL("ward", "/"), Key: clientKey, KnownHosts: knownHosts})
+	src, err := fetch.Dial(ctx, fetch.SFTPConfig{URL: srv.URL, Key: srv.Key, KnownHosts: srv.KnownHosts})
 	if err != nil {
 		t.Fatal(err)
 	}

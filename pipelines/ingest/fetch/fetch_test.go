@@ -8,22 +8,20 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/wardml/ward/internal/contract"
 	"github.com/wardml/ward/internal/sftpd"
+	"github.com/wardml/ward/internal/sftpd/sftptest"
 	"github.com/wardml/ward/internal/testenv"
 	"github.com/wardml/ward/pipelines/ingest/staging"
 )
@@ -44,24 +42,10 @@ var servers = map[string]func(t *testing.T) *server{
 		return &server{cfg: SFTPConfig{URL: s.URL(s.Root), Key: s.ClientKey, KnownHosts: s.KnownHosts}, root: s.Root, addr: s.Addr, hostKey: s.HostKey}
 	},
 	"sftpd": func(t *testing.T) *server {
-		dir := t.TempDir()
-		root := filepath.Join(dir, "root")
+		root := filepath.Join(t.TempDir(), "root")
 		os.Mkdir(root, 0o755)
-		key := filepath.Join(dir, "id")
-		pub, err := sftpd.WriteKey(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := sftpd.Start(root, []ssh.PublicKey{pub})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		kh := filepath.Join(dir, "known_hosts")
-		if err := s.WriteKnownHosts(kh); err != nil {
-			t.Fatal(err)
-		}
-		return &server{cfg: SFTPConfig{URL: s.URL("ward", "/"), Key: key, KnownHosts: kh}, root: root, addr: s.Addr, hostKey: s.HostKey}
+		s := sftptest.Start(t, root)
+		return &server{cfg: SFTPConfig{URL: s.URL, Key: s.Key, KnownHosts: s.KnownHosts}, root: root, addr: s.Addr, hostKey: s.HostKey}
 	},
 }
 
@@ -334,21 +318,9 @@ func TestCheckName(t *testing.T) {
 // name holds a /). pkg/sftp keeps only the last element of a listed name;
 // the test shows that no request leaves the inbound folder.
 func TestHostileServerNames(t *testing.T) {
-	dir := t.TempDir()
-	key := filepath.Join(dir, "id")
-	pub, err := sftpd.WriteKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &hostile{names: []string{"../../../etc/cases_2026-11.csv", "cases_2026-12.csv/../../../x", "..cases_2026-10.csv"}}
-	s, err := sftpd.Start(dir, []ssh.PublicKey{pub}, sftpd.WithHandlers(sftp.Handlers{FileGet: hs, FilePut: hs, FileCmd: hs, FileList: hs}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	kh := filepath.Join(dir, "known_hosts")
-	s.WriteKnownHosts(kh)
-	c := dial(t, &server{cfg: SFTPConfig{URL: s.URL("ward", "/"), Key: key, KnownHosts: kh}})
+	hs := &sftptest.Hostile{Extra: []string{"../../../etc/cases_2026-11.csv", "cases_2026-12.csv/../../../x", "..cases_2026-10.csv"}}
+	s := sftptest.Start(t, t.TempDir(), sftpd.WithHandlers(hs.Handlers()))
+	c := dial(t, &server{cfg: SFTPConfig{URL: s.URL, Key: s.Key, KnownHosts: s.KnownHosts}})
 	h := hospital(t, "stable")
 	l, err := List(context.Background(), c, h, WithSettle(10*time.Millisecond))
 	if err != nil {
@@ -361,62 +333,10 @@ func TestHostileServerNames(t *testing.T) {
 	if out[0].Err != nil {
 		t.Fatal(out[0].Err)
 	}
-	if got := strings.Join(hs.opened(), " "); got != "/st-olaf/inbound/cases_2026-11.csv" {
+	if got := strings.Join(hs.Opened(), " "); got != "/st-olaf/inbound/cases_2026-11.csv" {
 		t.Fatalf("the server was asked for %s", got)
 	}
 }
-
-type hostile struct {
-	names []string
-	mu    sync.Mutex
-	paths []string
-}
-
-func (h *hostile) opened() []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.paths
-}
-
-func (h *hostile) Filelist(r *sftp.Request) (sftp.ListerAt, error) {
-	var infos listing
-	for _, n := range h.names {
-		infos = append(infos, fakeInfo(n))
-	}
-	return infos, nil
-}
-
-func (h *hostile) Fileread(r *sftp.Request) (io.ReaderAt, error) {
-	h.mu.Lock()
-	h.paths = append(h.paths, r.Filepath)
-	h.mu.Unlock()
-	return strings.NewReader("0123456789"), nil
-}
-
-func (h *hostile) Filewrite(*sftp.Request) (io.WriterAt, error) { return nil, os.ErrPermission }
-func (h *hostile) Filecmd(*sftp.Request) error                  { return os.ErrPermission }
-
-type listing []os.FileInfo
-
-func (l listing) ListAt(out []os.FileInfo, off int64) (int, error) {
-	if off >= int64(len(l)) {
-		return 0, io.EOF
-	}
-	n := copy(out, l[off:])
-	if n < len(out) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-type fakeInfo string
-
-func (f fakeInfo) Name() string       { return string(f) }
-func (f fakeInfo) Size() int64        { return 10 }
-func (f fakeInfo) Mode() os.FileMode  { return 0o644 }
-func (f fakeInfo) ModTime() time.Time { return time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC) }
-func (f fakeInfo) IsDir() bool        { return false }
-func (f fakeInfo) Sys() any           { return nil }
 
 func TestHostKeyIsChecked(t *testing.T) {
 	eachServer(t, func(t *testing.T, s *server) {
@@ -479,35 +399,6 @@ func TestMissingFolder(t *testing.T) {
 	})
 }
 
-// cutAfter is a dialer whose connections die after n bytes were read, as
-// when the network drops in the middle of a download.
-func cutAfter(n int64) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		cc := &cutConn{Conn: c}
-		cc.left.Store(n)
-		return cc, nil
-	}
-}
-
-type cutConn struct {
-	net.Conn
-	left atomic.Int64
-}
-
-func (c *cutConn) Read(p []byte) (int, error) {
-	if c.left.Load() <= 0 {
-		c.Conn.Close()
-		return 0, errors.New("connection reset (cut by the test)")
-	}
-	n, err := c.Conn.Read(p)
-	c.left.Add(-int64(n))
-	return n, err
-}
-
 // The connection dies mid-download: nothing is staged, the error says so,
 // and the next run completes.
 func TestConnectionCutMidDownload(t *testing.T) {
@@ -515,7 +406,7 @@ func TestConnectionCutMidDownload(t *testing.T) {
 		h := hospital(t, "marker")
 		body := drop(t, s.root, "cases_2026-11.csv.gpg", 4<<20, true)
 		st := store(t)
-		cut := dial(t, s, WithDialer(cutAfter(1<<20)))
+		cut := dial(t, s, WithDialer(sftptest.CutAfter(1<<20)))
 		l, err := List(context.Background(), cut, h)
 		if err != nil {
 			t.Fatal(err)
