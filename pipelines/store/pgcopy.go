@@ -3,12 +3,15 @@ package store
 import (
 	"bufio"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
+	"slices"
 	"sync"
 
 	"github.com/wardml/ward/models"
@@ -162,21 +165,50 @@ func (e *copyEncoder) drain() error {
 	return e.err
 }
 
-// spoolFile is a binary COPY stream on local disk.
+// spoolFile is a binary COPY stream on local disk. The rows are patient
+// data, so what reaches the disk is encrypted (AES-256-CTR under a key
+// made for the spool and held in memory only), and the file is unlinked
+// as soon as it is created: it dies with the process, whatever happens,
+// and what it held cannot be read back from the disk.
 type spoolFile struct {
-	f   *os.File
-	w   *bufio.Writer
-	err error
+	f     *os.File
+	name  string
+	w     *bufio.Writer
+	block cipher.Block
+	iv    []byte
+	err   error
 }
 
 func newSpoolFile() (*spoolFile, error) {
+	key, iv := make([]byte, 32), make([]byte, aes.BlockSize)
+	rand.Read(key)
+	rand.Read(iv)
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
 	f, err := os.CreateTemp("", "ward-load-*.pgcopy")
 	if err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	s := &spoolFile{f: f, w: bufio.NewWriterSize(f, 1<<20)}
+	os.Remove(f.Name())
+	s := &spoolFile{f: f, name: f.Name(), block: block, iv: iv}
+	s.w = bufio.NewWriterSize(&sealer{stream: cipher.NewCTR(block, iv), w: f}, 1<<20)
 	s.write([]byte(copyHeader))
 	return s, nil
+}
+
+// sealer encrypts what it writes on, through one buffer.
+type sealer struct {
+	stream cipher.Stream
+	w      io.Writer
+	buf    []byte
+}
+
+func (s *sealer) Write(p []byte) (int, error) {
+	s.buf = slices.Grow(s.buf[:0], len(p))[:len(p)]
+	s.stream.XORKeyStream(s.buf, p)
+	return s.w.Write(s.buf)
 }
 
 func (s *spoolFile) write(b []byte) {
@@ -185,7 +217,7 @@ func (s *spoolFile) write(b []byte) {
 	}
 }
 
-// reader ends the stream and returns it from its start.
+// reader ends the stream and returns it, decrypted, from its start.
 func (s *spoolFile) reader() (io.Reader, error) {
 	s.write([]byte(copyTrailer))
 	if s.err == nil {
@@ -195,11 +227,9 @@ func (s *spoolFile) reader() (io.Reader, error) {
 		_, s.err = s.f.Seek(0, io.SeekStart)
 	}
 	if s.err != nil {
-		return nil, fmt.Errorf("spool %s: %w", s.f.Name(), s.err)
+		return nil, fmt.Errorf("spool %s: %w", s.name, s.err)
 	}
-	return bufio.NewReaderSize(s.f, 1<<20), nil
+	return bufio.NewReaderSize(cipher.StreamReader{S: cipher.NewCTR(s.block, s.iv), R: s.f}, 1<<20), nil
 }
 
-func (s *spoolFile) remove() error {
-	return errors.Join(s.f.Close(), os.Remove(s.f.Name()))
-}
+func (s *spoolFile) remove() error { return s.f.Close() }
