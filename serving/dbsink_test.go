@@ -13,24 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/wardml/ward/internal/testenv"
+	"github.com/wardml/ward/pipelines/store"
 )
-
-// predictionsTable is ward_predictions as pipelines/store's migration
-// 0001_ledger.sql creates it; the server writes into that table and does
-// not create it.
-const predictionsTable = `CREATE TABLE ward_predictions (
-    hospital      TEXT NOT NULL,
-    request_id    TEXT NOT NULL,
-    item          BIGINT NOT NULL,
-    case_id       TEXT,
-    model_version TEXT NOT NULL,
-    model_digest  TEXT NOT NULL,
-    inputs        TEXT,
-    inputs_hash   TEXT,
-    prediction    DOUBLE PRECISION NOT NULL,
-    predicted_at  TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (hospital, request_id, item)
-)`
 
 func TestPredictionsGoToPostgres(t *testing.T) {
 	url := testenv.Postgres(t)
@@ -40,9 +24,13 @@ func TestPredictionsGoToPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, predictionsTable); err != nil {
+	// The table as ward's own migrations make it: the server writes into
+	// it and does not create it.
+	st, err := store.Open(ctx, url)
+	if err != nil {
 		t.Fatal(err)
 	}
+	st.Close()
 	a, _ := stOlaf(t)
 	cfg := config(t, modelFile(t, a.Data))
 	cfg.PredictionsDB = url
