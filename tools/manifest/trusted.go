@@ -51,9 +51,9 @@ func (d *Decider) Rollback() bool {
 // anchor (WARD_MANIFEST_TRUST; nil: the repo's own trust file). It refuses
 // with ErrUntrusted when
 //   - applied is not tip nor an ancestor of it (a force push dropped it);
-//   - a commit after applied changed the trust file without a signature of
-//     a key the trust file listed before it (the first trust file must be
-//     signed by a key it lists);
+//   - the trust file at tip is not the one in effect: a commit after
+//     applied changed it without a signature of a key the trust in effect
+//     before it listed (trustChain);
 //   - the last commit to change the hospital's folder, or base/ (which holds
 //     the trust file), is not signed by a key the trust at tip lists.
 //
@@ -83,46 +83,9 @@ func checkTip(repo *git.Repository, anchor *Trust, applied, tip plumbing.Hash, i
 		}
 	}
 	p := &Provenance{}
-	var changes []*object.Commit
-	err = walk(repo, tip, func(c *object.Commit) bool {
-		if seen[c.Hash] {
-			return false
-		}
-		seen[c.Hash] = true
-		if changed, err := changedPath(repo, c, TrustFile); err == nil && changed {
-			changes = append(changes, c)
-		}
-		return true
-	})
-	if err != nil {
-		return nil, err
-	}
-	// Oldest change first: each is checked with the trust before it.
-	for i := len(changes) - 1; i >= 0; i-- {
-		c := changes[i]
-		before := anchor
-		if before == nil {
-			if before, err = trustBefore(repo, c); err != nil {
-				return nil, err
-			}
-		}
-		if before == nil {
-			// The first trust file: it must be signed by a key it lists.
-			if before, err = trustAt(c); err != nil {
-				return nil, err
-			}
-			if before == nil {
-				continue
-			}
-		}
-		if _, err := before.VerifyCommit(c); err != nil {
-			return nil, fail(ErrUntrusted, "commit %s (%q, %s) changed %s: %v; a change of the trust file counts only when signed by a key %s listed before it; refused", short(c.Hash.String()), subject(c.Message), c.Author.Email, TrustFile, err, before.Source)
-		}
-	}
-
 	trust := anchor
 	if trust == nil {
-		if trust, err = trustAt(tipC); err != nil {
+		if trust, err = trustChain(repo, applied, tipC, seen); err != nil {
 			return nil, err
 		}
 	}
@@ -159,6 +122,103 @@ func checkTip(repo *git.Repository, anchor *Trust, applied, tip plumbing.Hash, i
 	}
 	p.Trusted = true
 	return p, nil
+}
+
+// trustChain follows the trust file from applied (or from the first
+// commit) to tip and returns the trust in effect at tip. A change counts
+// only when signed by a key of the trust in effect before it (the first
+// trust file: by a key it lists itself); one that is not is passed over,
+// and when the tip's trust file is not the one in effect, the tip is
+// refused, naming that change. So a signed change that restores the trust
+// file recovers from an unsigned one without rewriting history.
+func trustChain(repo *git.Repository, applied plumbing.Hash, tip *object.Commit, before map[plumbing.Hash]bool) (*Trust, error) {
+	// The commits after applied, parents first.
+	var order []*object.Commit
+	done := map[plumbing.Hash]bool{}
+	var visit func(c *object.Commit) error
+	visit = func(c *object.Commit) error {
+		if done[c.Hash] || before[c.Hash] {
+			return nil
+		}
+		done[c.Hash] = true
+		for _, ph := range c.ParentHashes {
+			parent, err := repo.CommitObject(ph)
+			if err != nil {
+				return fmt.Errorf("manifest history: commit %s: %w", short(ph.String()), err)
+			}
+			if err := visit(parent); err != nil {
+				return err
+			}
+		}
+		order = append(order, c)
+		return nil
+	}
+	if err := visit(tip); err != nil {
+		return nil, err
+	}
+	var (
+		eff     *Trust
+		effHash plumbing.Hash
+		passed  *object.Commit
+		why     error
+	)
+	if !applied.IsZero() {
+		c, err := repo.CommitObject(applied)
+		if err != nil {
+			return nil, err
+		}
+		if eff, err = trustAt(c); err != nil {
+			return nil, err
+		}
+		if effHash, err = entryHash(c, TrustFile); err != nil {
+			return nil, err
+		}
+	}
+	for _, c := range order {
+		changed, err := changedPath(repo, c, TrustFile)
+		if err != nil || !changed {
+			continue
+		}
+		h, err := entryHash(c, TrustFile)
+		if err != nil {
+			return nil, err
+		}
+		if h == effHash {
+			continue // back to the trust in effect (a revert of a passed-over change)
+		}
+		next, err := trustAt(c)
+		if err != nil {
+			passed, why = c, err
+			continue
+		}
+		judge := eff
+		if judge == nil {
+			judge = next // the first trust file vouches for itself
+		}
+		if judge == nil {
+			passed, why = c, errors.New("deleted it")
+			continue
+		}
+		if _, err := judge.VerifyCommit(c); err != nil {
+			passed, why = c, err
+			continue
+		}
+		eff, effHash = next, h
+	}
+	tipHash, err := entryHash(tip, TrustFile)
+	if err != nil {
+		return nil, err
+	}
+	if tipHash != effHash {
+		source := "the trust file in effect"
+		if eff != nil {
+			source = eff.Source
+		} else if next, err := trustAt(passed); err == nil && next != nil {
+			source = "the new trust file itself (the first one)"
+		}
+		return nil, fail(ErrUntrusted, "commit %s (%q, %s) changed %s: %v; a change of the trust file counts only when signed by a key that %s lists; refused until a signed commit restores it (or signs the change)", short(passed.Hash.String()), subject(passed.Message), passed.Author.Email, TrustFile, why, source)
+	}
+	return eff, nil
 }
 
 // walk visits the commits reachable from h, each once, and does not go on
@@ -281,17 +341,4 @@ func trustAt(c *object.Commit) (*Trust, error) {
 		return nil, fail(ErrUntrusted, "%v; refused", err)
 	}
 	return t, nil
-}
-
-// trustBefore is the trust file at c's first parent (nil for a root commit
-// or when the parent has none).
-func trustBefore(repo *git.Repository, c *object.Commit) (*Trust, error) {
-	if len(c.ParentHashes) == 0 {
-		return nil, nil
-	}
-	parent, err := repo.CommitObject(c.ParentHashes[0])
-	if err != nil {
-		return nil, err
-	}
-	return trustAt(parent)
 }
