@@ -72,7 +72,8 @@ func (a *Agent) checkDowngrade(v *version, p *manifest.Provenance) error {
 	if p != nil && p.Decider != nil {
 		where = fmt.Sprintf("commit %s (%q) is neither a revert nor a deploy with a %s trailer", short(p.Decider.Commit), p.Decider.Subject, manifest.TrailerAllowDowngrade)
 	}
-	return manifest.DowngradeError(a.hospital, cur.version.Version, from, v.Version, to, where)
+	return manifest.DowngradeError(a.hospital, manifest.Model{Version: cur.version.Version, Digest: cur.version.Digest, Window: from},
+		manifest.Model{Version: v.Version, Digest: v.Digest, Window: to}, where)
 }
 
 // modelWindow is the data window of an unpacked version's model.

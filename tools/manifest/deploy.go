@@ -169,7 +169,7 @@ func (r *Repo) Deploy(ctx context.Context, d Deployment) (*Result, error) {
 		downgrade := ""
 		if t.Live != nil && CompareModels(rel.Version, rel.window(), t.Live.Version, t.Live.window()) < 0 {
 			if !d.AllowDowngrade {
-				return nil, DowngradeError(d.Hospital, t.Live.Version, t.Live.window(), rel.Version, rel.window(), "deploy "+d.Hospital)
+				return nil, DowngradeError(d.Hospital, Model{t.Live.Version, t.Live.Digest, t.Live.window()}, Model{rel.Version, rel.Digest, rel.window()}, "deploy "+d.Hospital+": nothing committed")
 			}
 			downgrade = t.Live.Version + " -> " + rel.Version
 		}

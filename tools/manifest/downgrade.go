@@ -102,18 +102,24 @@ func sign(n int) int {
 	return 0
 }
 
-// describeModel is "version (data FROM..TO)" for messages.
-func describeModel(version string, w Window) string {
-	if w.To == "" {
-		return version
+// Model names a model in a message: its version, digest and data window.
+type Model struct {
+	Version, Digest string
+	Window          Window
+}
+
+func (m Model) String() string {
+	s := m.Version + " (" + m.Digest
+	if m.Window.To != "" {
+		s += ", " + m.Window.String()
 	}
-	return version + " (" + w.String() + ")"
+	return s + ")"
 }
 
 // DowngradeError is the refusal to move from the model that runs to an
-// older one; where says who refuses and what to do.
-func DowngradeError(hospital, fromVersion string, from Window, toVersion string, to Window, where string) error {
-	return fail(ErrDowngrade, "%s: %s is older than %s, which %s runs: %s", where, describeModel(toVersion, to), describeModel(fromVersion, from), hospital, downgradeHelp)
+// older one; where says who refuses.
+func DowngradeError(hospital string, from, to Model, where string) error {
+	return fail(ErrDowngrade, "%s: %s is older than %s, which %s runs: %s", where, to, from, hospital, downgradeHelp)
 }
 
 const downgradeHelp = "a hospital moves to an older model only by a rollback (ward rollback, or a signed git revert of the deploy) or by a deploy that says so (ward deploy --allow-downgrade, which signs a " + TrailerAllowDowngrade + " trailer)"

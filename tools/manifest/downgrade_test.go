@@ -47,7 +47,7 @@ func TestDeployRefusesDowngrade(t *testing.T) {
 	deploy(t, r, "st-olaf/v3")
 	head := remoteHead(t, remote)
 	_, err := r.Deploy(ctx, Deployment{Hospital: "st-olaf", Image: img("st-olaf/v2").Ref})
-	wantErr(t, err, ErrDowngrade, "v2 is older than v3", "--allow-downgrade", "ward rollback")
+	wantErr(t, err, ErrDowngrade, "v2 ("+img("st-olaf/v2").Digest+") is older than v3 ("+img("st-olaf/v3").Digest+")", "--allow-downgrade", "ward rollback")
 	if remoteHead(t, remote) != head {
 		t.Fatal("a refused downgrade pushed")
 	}
