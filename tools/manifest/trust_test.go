@@ -279,3 +279,18 @@ func TestTamperedSignatureRefused(t *testing.T) {
 		wantErr(t, err, ErrUntrusted, short(h), "does not verify")
 	}
 }
+
+// Whatever a trust file or a commit's SSH signature holds, reading it ends
+// in a key list or an error, never a crash.
+func FuzzTrustFile(f *testing.F) {
+	f.Add([]byte("ci@ward.invalid ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb3oTz7e2HEZpyWyN4Wcz5A0nJlZq8dHfT0cZ3V1e2m ci\n"))
+	f.Add([]byte("ci@ward.invalid namespaces=\"git\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb3oTz7e2HEZpyWyN4Wcz5A0nJlZq8dHfT0cZ3V1e2m\n"))
+	f.Add([]byte("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZ\n-----END PGP PUBLIC KEY BLOCK-----\n"))
+	f.Add([]byte("-----BEGIN SSH SIGNATURE-----\nU1NIU0lHAAAAAQ==\n-----END SSH SIGNATURE-----\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if tr, err := ParseTrust("fuzz", data); err == nil {
+			_ = tr.Describe()
+		}
+		_, _ = verifySSHSIG(data, []byte("message"), "git")
+	})
+}

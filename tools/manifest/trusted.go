@@ -78,7 +78,10 @@ func checkTip(repo *git.Repository, anchor *Trust, applied, tip plumbing.Hash, i
 		if !ok && applied != tip {
 			return nil, fail(ErrUntrusted, "manifest tip %s does not descend from %s, the commit applied last: the branch was rewritten (a force push dropped it); refused. If the rewrite was deliberate, start the reader from the new history (see the README's trust section)", short(tip.String()), short(applied.String()))
 		}
-		if err := walk(repo, applied, func(c *object.Commit) bool { seen[c.Hash] = true; return true }); err != nil {
+		if applied == tip {
+			// Nothing new: the poll of an agent, most of the time.
+			seen[tip] = true
+		} else if err := walk(repo, applied, func(c *object.Commit) bool { seen[c.Hash] = true; return true }); err != nil {
 			return nil, err
 		}
 	}
