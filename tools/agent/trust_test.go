@@ -97,7 +97,7 @@ func TestAgentFollowsOnlyTrustedHistory(t *testing.T) {
 	since = time.Now()
 	handV1 := f.pinByHand(v1)
 	fl = a.waitFailure(t, StepDowngrade, since)
-	if fl.Commit != handV1 || !strings.Contains(fl.Message, "v1 ("+v1.Digest+", data ") || !strings.Contains(fl.Message, short(handV1)) {
+	if fl.Commit != handV1 || !strings.Contains(fl.Message, "v1 ("+v1.Digest) || !strings.Contains(fl.Message, "is older than v2") || !strings.Contains(fl.Message, short(handV1)) {
 		t.Fatalf("refusal of the downgrade: %+v", fl)
 	}
 	f.signedGit(person, "revert", "--no-edit", handV1)
