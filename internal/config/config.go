@@ -70,6 +70,7 @@ var Settings = []Setting{
 	{Key: "manifest_ssh_key", Env: "WARD_MANIFEST_SSH_KEY", Flag: "manifest-ssh-key", Kind: File, Help: "SSH private key for an ssh:// manifest repo (else ssh-agent)"},
 	{Key: "manifest_token", Env: "WARD_MANIFEST_TOKEN", Secret: true, Help: "token for an https:// manifest repo"},
 	{Key: "manifest_sign_key", Env: "WARD_MANIFEST_SIGN_KEY", Flag: "manifest-sign-key", Kind: File, Help: "OpenPGP or OpenSSH private key that signs manifest commits"},
+	{Key: "manifest_trust", Env: "WARD_MANIFEST_TRUST", Flag: "manifest-trust", Kind: File, Help: "trust file (OpenPGP public keys, SSH allowed signers) pinning who may write the manifest repo, instead of its base/trust.txt"},
 	{Key: "signing_key", Env: "WARD_SIGNING_KEY", Flag: "signing-key", Kind: File, Help: "cosign-format private key that signs images"},
 	{Key: "signing_password", Env: "WARD_SIGNING_PASSWORD", Secret: true, Help: "password of the signing key (else COSIGN_PASSWORD)"},
 	{Key: "verify_key", Env: "WARD_VERIFY_KEY", Flag: "verify-key", Kind: File, Help: "public key that image signatures must verify with"},

@@ -56,6 +56,12 @@ const (
 	StepManifest = "manifest"
 	// StepTag: the folder names the image by tag, not by digest.
 	StepTag = "tag"
+	// StepTrust: the manifest's history is not trusted: the commit that
+	// decides the hospital's release is unsigned or signed by a key the
+	// trust file does not list, the trust file changed without a listed
+	// key's signature, or the branch no longer holds the commit applied
+	// last (a force push).
+	StepTrust = "trust"
 	// StepVerify: the image is unsigned, signed by another key, or its
 	// signed content is not what the folder says (digest, hospital,
 	// version); or the registry could not be asked.
@@ -63,6 +69,10 @@ const (
 	// StepPull: the registry could not be read, served a blob that does
 	// not match its digest, or has no image for this platform.
 	StepPull = "pull"
+	// StepDowngrade: the release's model is older than the one serving,
+	// and the commit that pins it is neither a revert nor a deploy with a
+	// Ward-Allow-Downgrade trailer.
+	StepDowngrade = "downgrade"
 	// StepUnpack: a layer that is not what ward builds (an entry that
 	// leaves its folder, a link), no server or model in it, or the disk.
 	StepUnpack = "unpack"
@@ -81,7 +91,7 @@ const (
 )
 
 // Steps lists every step, in the order a switch goes through them.
-var Steps = []string{StepFetch, StepManifest, StepTag, StepVerify, StepPull, StepUnpack, StepStart, StepReady, StepRestore, StepCrash}
+var Steps = []string{StepFetch, StepManifest, StepTag, StepTrust, StepVerify, StepPull, StepDowngrade, StepUnpack, StepStart, StepReady, StepRestore, StepCrash}
 
 // Agent follows one hospital's folder of the manifest repo and serves its
 // model.
@@ -105,6 +115,13 @@ type Agent struct {
 	// retiring counts the old servers still draining.
 	retiring sync.WaitGroup
 	refresh  chan struct{}
+
+	// applied is the manifest commit applied last (state kept in the
+	// data folder): the next head must descend from it. Only the follow
+	// loop uses it.
+	applied string
+	// warned: the agent said that the manifest has no trust file.
+	warned bool
 
 	mu     sync.Mutex
 	status Status
@@ -209,7 +226,10 @@ func New(id string, repo *manifest.Repo, verify manifest.Verifier, opts ...Optio
 		refresh: make(chan struct{}, 1),
 	}
 	a.predictions.failed, a.serverLog.failed = a.metrics.outputErrors.Inc, a.metrics.outputErrors.Inc
-	a.status = Status{Hospital: id, Manifest: ManifestStatus{URL: repo.URL()}}
+	if a.applied, err = readApplied(st.dir); err != nil {
+		return nil, err
+	}
+	a.status = Status{Hospital: id, Manifest: ManifestStatus{URL: repo.URL(), Applied: a.applied}}
 	return a, nil
 }
 
@@ -318,23 +338,52 @@ func (a *Agent) pollOnce(ctx context.Context) {
 	a.metrics.inSync.Set(boolGauge(a.status.InSync))
 }
 
-// sync reads the hospital's release at the manifest's head and, when it
-// pins another digest than the one serving, switches to it.
+// sync reads the hospital's release at the manifest's head and, when its
+// history is trusted and it pins another digest than the one serving,
+// switches to it. A head it took is the commit applied last from then on.
 func (a *Agent) sync(ctx context.Context) error {
-	head, err := a.follower.Read(ctx, a.hospital)
+	head, err := a.follower.Read(ctx, a.hospital, a.applied)
 	if errors.Is(err, manifest.ErrUnreachable) {
 		// What was read last still stands.
 		return &stepError{step: StepFetch, err: err}
 	}
 	a.mu.Lock()
-	a.status.Manifest.Commit, a.status.Manifest.Release = head.Commit, head.Release
+	a.status.Manifest.Commit, a.status.Manifest.Release, a.status.Manifest.Provenance = head.Commit, head.Release, head.Provenance
 	a.mu.Unlock()
+	digest := ""
+	if head.Release != nil {
+		digest = head.Release.Digest
+	}
 	switch {
+	case errors.Is(err, manifest.ErrUntrusted):
+		return &stepError{step: StepTrust, commit: head.Commit, digest: digest, err: fmt.Errorf("at %s: %w", short(head.Commit), err)}
 	case errors.Is(err, manifest.ErrTagged):
 		return &stepError{step: StepTag, commit: head.Commit, err: fmt.Errorf("at %s: %w", short(head.Commit), err)}
 	case err != nil:
 		return &stepError{step: StepManifest, commit: head.Commit, err: fmt.Errorf("at %s: %w", short(head.Commit), err)}
 	}
+	if head.Provenance != nil && !head.Provenance.Trusted && !a.warned {
+		a.warned = true
+		a.log.Warn("THE MANIFEST REPO HAS NO TRUST FILE: anyone who can push to it decides what this hospital runs. Write one (ward manifest init --trust FILE) or set WARD_MANIFEST_TRUST; see the README's trust section",
+			"event.action", "agent.untrusted", "ward.commit", head.Commit, "ward.manifest", a.repoURL)
+	}
+	if err := a.syncTo(ctx, head); err != nil {
+		return err
+	}
+	if head.Commit != "" && head.Commit != a.applied {
+		if err := writeApplied(a.store.dir, head.Commit); err != nil {
+			a.log.Error("the manifest commit applied was not recorded: a restarted agent checks the history from the one before", "error", err)
+		}
+		a.applied = head.Commit
+		a.mu.Lock()
+		a.status.Manifest.Applied = head.Commit
+		a.mu.Unlock()
+	}
+	return nil
+}
+
+// syncTo moves to the release of a trusted head, if it is not serving.
+func (a *Agent) syncTo(ctx context.Context, head manifest.Head) error {
 	cur := a.current.Load()
 	rel := head.Release
 	switch {
@@ -380,6 +429,9 @@ func (a *Agent) switchTo(ctx context.Context, head manifest.Head) error {
 	v, err := a.store.get(ctx, ref, img.Version, a.client.Remote(ctx))
 	if err != nil {
 		return refuse(StepPull, err)
+	}
+	if err := a.checkDowngrade(v, head.Provenance); err != nil {
+		return refuse(StepDowngrade, err)
 	}
 	b, err := a.start(ctx, v)
 	if err != nil {
@@ -497,7 +549,8 @@ func (a *Agent) failed(err error) {
 		a.logged = f.At
 	}
 	a.status.LastError = f
-	if se.digest != "" && se.step != StepRestore && se.step != StepCrash {
+	refusal := se.step == StepTrust || se.step == StepDowngrade
+	if refusal || se.digest != "" && se.step != StepRestore && se.step != StepCrash {
 		a.status.Refused = f
 	}
 	a.status.InSync = false
@@ -510,6 +563,11 @@ func (a *Agent) failed(err error) {
 	serving := "nothing"
 	if cur != nil {
 		serving = cur.Version + " (" + cur.Digest + ")"
+	}
+	if refusal {
+		a.log.Error("agent refused the manifest's head; what was serving keeps serving, the next poll tries again", "event.action", "agent.refuse", "event.outcome", "failure",
+			"event.reason", se.err.Error(), "error", se.err, "ward.step", se.step, "ward.model.digest", se.digest, "ward.commit", se.commit, "ward.serving", serving)
+		return
 	}
 	a.log.Error("agent step failed; what was serving keeps serving", "event.action", "agent."+se.step, "event.outcome", "failure",
 		"error", se.err, "ward.step", se.step, "ward.model.digest", se.digest, "ward.commit", se.commit, "ward.serving", serving)

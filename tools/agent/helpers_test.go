@@ -62,6 +62,9 @@ type fixture struct {
 	request []byte
 	imgs    map[string]manifest.Image
 	layers  map[string]string // version -> its model layer's digest
+	// signWith signs the hand edits (a *testenv.GPGKey or *SSHKey; nil:
+	// unsigned).
+	signWith any
 }
 
 // inProcessRegistry starts ward's in-process registry and returns its host
@@ -187,7 +190,7 @@ func (f *fixture) handEdit(msg string, edit func(dir string)) string {
 	dir := filepath.Join(t.TempDir(), "clone")
 	testenv.Git(t, "", "clone", "--quiet", f.remote, dir)
 	edit(filepath.Join(dir, manifest.HospitalDir("st-olaf")))
-	testenv.Git(t, dir, "commit", "--quiet", "-am", msg)
+	testenv.GitSigned(t, dir, f.signWith, "commit", "--quiet", "-am", msg)
 	testenv.Git(t, dir, "push", "--quiet", "origin", "main")
 	return testenv.Git(t, f.remote, "rev-parse", "main")
 }

@@ -57,6 +57,11 @@ type ManifestStatus struct {
 	// Release is the hospital's release at Commit; null when it has none
 	// (or its content did not check: LastError says why).
 	Release *manifest.Release `json:"release,omitempty"`
+	// Applied is the commit the agent applied last: the next head must
+	// descend from it. Provenance is what was checked of the history at
+	// Commit (trusted, the keys, the commit that decides the release).
+	Applied    string               `json:"applied,omitempty"`
+	Provenance *manifest.Provenance `json:"provenance,omitempty"`
 }
 
 // Switch is the last move of the front endpoint to a new version.

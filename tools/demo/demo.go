@@ -126,6 +126,8 @@ type Demo struct {
 	key      *ecdsa.PrivateKey
 	remote   string
 	deployer *manifest.Repo
+	// signKey signs the manifest's commits; keys/trust.txt lists it.
+	signKey  string
 	st       *store.Store
 	hospital *store.Store
 	stage    *staging.Store
@@ -374,6 +376,18 @@ func (d *Demo) services(ctx context.Context) (string, error) {
 		return "", err
 	}
 
+	// The manifest's commits are signed with an SSH key that its trust
+	// file lists, so that the agents follow only what the demo signed.
+	d.signKey = d.path("keys", "manifest_ed25519")
+	signPub, err := sftpd.WriteKey(d.signKey)
+	if err != nil {
+		return "", err
+	}
+	trust := []byte("# who may write the demo's manifest repo\ndemo@ward.invalid " + string(ssh.MarshalAuthorizedKey(signPub)))
+	if err := os.WriteFile(d.path("keys", "trust.txt"), trust, 0o644); err != nil {
+		return "", err
+	}
+
 	d.remote = d.path("manifest.git")
 	if _, err := git.PlainInitWithOptions(d.remote, &git.PlainInitOptions{InitOptions: git.InitOptions{DefaultBranch: plumbing.Main}, Bare: true}); err != nil {
 		return "", err
@@ -382,7 +396,7 @@ func (d *Demo) services(ctx context.Context) (string, error) {
 	if d.deployer, err = d.manifestRepo(); err != nil {
 		return "", err
 	}
-	if _, err := d.deployer.Init(ctx, false); err != nil {
+	if _, err := d.deployer.InitTrust(ctx, false, trust); err != nil {
 		return "", err
 	}
 
@@ -398,13 +412,13 @@ func (d *Demo) services(ctx context.Context) (string, error) {
 	if d.keys, err = decrypt.Load(decrypt.WithPGPKey(filepath.Join(keys, "ingest.pgp"), ""), decrypt.WithAgeIdentity(filepath.Join(keys, "ingest.age"))); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("SFTP %s, registry %s, manifest repo %s, SQLite %s", sftpURL, d.reg.Host, d.remote, db), nil
+	return fmt.Sprintf("SFTP %s, registry %s, manifest repo %s (commits signed, its trust file lists the key), SQLite %s", sftpURL, d.reg.Host, d.remote, db), nil
 }
 
 // manifestRepo opens the manifest repo as ward deploy does: every image
 // is verified with the demo's public key first.
 func (d *Demo) manifestRepo() (*manifest.Repo, error) {
-	return manifest.New(d.remote, manifest.WithAuthor("ward demo <demo@ward.invalid>"),
+	return manifest.New(d.remote, manifest.WithAuthor("ward demo <demo@ward.invalid>"), manifest.WithSignKey(d.signKey),
 		manifest.WithVerifier(image.ManifestVerifier(d.client, &d.key.PublicKey)), manifest.WithLogger(d.o.Log))
 }
 

@@ -31,6 +31,8 @@ type Head struct {
 	Commit string
 	// Release is the hospital's release there: nil when it has no folder.
 	Release *Release
+	// Provenance is what was checked of the history that leads to it.
+	Provenance *Provenance
 }
 
 // Read fetches the branch and reads hospital id's folder at its head with
@@ -38,7 +40,12 @@ type Head struct {
 // pinned by digest (never a tag: ErrTagged), release.yaml and
 // kustomization.yaml in agreement. A fetch that fails is ErrUnreachable;
 // content that does not check is ErrInvalid, with the commit in Head.
-func (f *Follower) Read(ctx context.Context, id string) (Head, error) {
+//
+// applied is the commit the reader applied last ("": none): the head must
+// descend from it, and the history after it must be trusted (checkTip);
+// else Read returns ErrUntrusted, with the head's commit and release in
+// Head so that the reader can say what it refused.
+func (f *Follower) Read(ctx context.Context, id, applied string) (Head, error) {
 	if err := CheckHospital(id); err != nil {
 		return Head{}, err
 	}
@@ -81,5 +88,9 @@ func (f *Follower) Read(ctx context.Context, id string) (Head, error) {
 		return h, err
 	}
 	h.Release, err = releaseAt(commit, id)
+	if err != nil {
+		return h, err
+	}
+	h.Provenance, err = checkTip(f.repo, f.r.anchor, plumbing.NewHash(applied), ref.Hash(), id)
 	return h, err
 }

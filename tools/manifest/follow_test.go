@@ -20,7 +20,7 @@ func TestFollowerReadsTheHead(t *testing.T) {
 	f := r.Follow()
 	read := func() Head {
 		t.Helper()
-		h, err := f.Read(ctx, "st-olaf")
+		h, err := f.Read(ctx, "st-olaf", "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -66,7 +66,7 @@ func TestFollowerReadsTheHead(t *testing.T) {
 	writeFile(t, k, strings.Replace(string(data), "digest: "+img("st-olaf/v1").Digest, "newTag: v2", 1))
 	testenv.Git(t, dir, "commit", "--quiet", "-am", "st-olaf: v2 by tag")
 	testenv.Git(t, dir, "push", "--quiet", "origin", "main")
-	h, err := f.Read(ctx, "st-olaf")
+	h, err := f.Read(ctx, "st-olaf", "")
 	wantErr(t, err, ErrInvalid, "hospitals/st-olaf/kustomization.yaml: ", `by tag "v2"`)
 	if !errors.Is(err, ErrTagged) || h.Commit != remoteHead(t, remote) {
 		t.Fatalf("tag: %v, head %+v", err, h)
@@ -75,8 +75,8 @@ func TestFollowerReadsTheHead(t *testing.T) {
 	if err := os.RemoveAll(remote); err != nil {
 		t.Fatal(err)
 	}
-	_, err = f.Read(ctx, "st-olaf")
+	_, err = f.Read(ctx, "st-olaf", "")
 	wantErr(t, err, ErrUnreachable, "fetch "+remote)
-	_, err = f.Read(ctx, "../etc")
+	_, err = f.Read(ctx, "../etc", "")
 	wantErr(t, err, ErrUsage)
 }

@@ -85,6 +85,8 @@ type Timeline struct {
 	Rejected []Rejection `json:"rejected,omitempty"`
 	// Events, newest first.
 	Events []Event `json:"events"`
+	// Provenance is what was checked of the history (History).
+	Provenance *Provenance `json:"provenance,omitempty"`
 
 	// stack holds the commits of the deploys (and reapplies) in effect,
 	// oldest first: a rollback reverts the last one.

@@ -59,6 +59,16 @@ type Release struct {
 	// hospital's first deploy).
 	PreviousDigest string             `yaml:"previous_digest,omitempty" json:"previous_digest,omitempty"`
 	Metrics        map[string]float64 `yaml:"metrics,omitempty" json:"metrics,omitempty"`
+	// Window is the model's data window, when the image's model has one.
+	Window *Window `yaml:"window,omitempty" json:"window,omitempty"`
+}
+
+// window is the release's data window (zero when unknown).
+func (r *Release) window() Window {
+	if r == nil || r.Window == nil {
+		return Window{}
+	}
+	return *r.Window
 }
 
 // Repository is the image's repository, without the digest.

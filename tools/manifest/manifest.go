@@ -36,6 +36,9 @@ var (
 	ErrConflict = errors.New("rollback conflict")
 	// ErrInvalid: the manifest content of a hospital does not check.
 	ErrInvalid = errors.New("invalid manifest content")
+	// ErrMoved: the hospital's release is no longer the one a deploy or
+	// rollback expected to replace (another landed first).
+	ErrMoved = errors.New("the hospital's release moved")
 	// ErrTagged: content that names the image by tag. It comes inside an
 	// ErrInvalid (errors.Is tells both), so that the agent can say which
 	// of the two refused a hand edit.
@@ -76,6 +79,9 @@ type Image struct {
 	Hospital string
 	Version  string
 	Metrics  map[string]float64
+	// Window is the data window of its model (ModelWindow), when known:
+	// with the version it orders models (CompareModels).
+	Window Window
 }
 
 // Verifier checks the signature of the image at ref (repository@digest)

@@ -88,7 +88,8 @@ func deploySubject(r Release) string {
 
 // deployMessage is the message of a deploy commit; forced names the
 // rollback that --force overrode, if any.
-func deployMessage(r Release, forced *Rejection) string {
+// downgrade, when not "", is the Ward-Allow-Downgrade trailer's value.
+func deployMessage(r Release, forced *Rejection, downgrade string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\n\nPin %s.\n", deploySubject(r), r.Image)
 	if len(r.Metrics) > 0 {
@@ -101,8 +102,14 @@ func deployMessage(r Release, forced *Rejection) string {
 	if forced != nil {
 		fmt.Fprintf(&b, "Deployed with --force: %s was rolled back by %s.\n", forced.Digest, short(forced.Commit))
 	}
+	if downgrade != "" {
+		fmt.Fprintf(&b, "Deployed with --allow-downgrade: an older model than the live one.\n")
+	}
 	b.WriteString("\n")
 	writeTrailers(&b, r, r.PreviousDigest)
+	if downgrade != "" {
+		fmt.Fprintf(&b, "%s: %s\n", TrailerAllowDowngrade, downgrade)
+	}
 	return b.String()
 }
 

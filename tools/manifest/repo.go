@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-git/go-billy/v5"
@@ -37,6 +38,7 @@ type Repo struct {
 	auth     transport.AuthMethod
 	author   *object.Signature
 	signer   git.Signer
+	anchor   *Trust
 	verify   Verifier
 	attempts int
 	log      *slog.Logger
@@ -48,6 +50,7 @@ type settings struct {
 	knownHosts string
 	token      string
 	signKey    string
+	trust      string
 	author     string
 	verify     Verifier
 	attempts   int
@@ -78,6 +81,12 @@ func WithToken(token string) Option { return func(s *settings) { s.token = token
 // (without a passphrase): an armored OpenPGP key, or an OpenSSH key
 // (git's gpg.format=ssh).
 func WithSignKey(file string) Option { return func(s *settings) { s.signKey = file } }
+
+// WithTrust pins the keys allowed to write the manifest to a trust file on
+// disk (WARD_MANIFEST_TRUST), instead of the repo's own base/trust.txt:
+// every commit that decides what a hospital runs, and every change of the
+// repo's trust file, must be signed by one of its keys.
+func WithTrust(file string) Option { return func(s *settings) { s.trust = file } }
 
 // WithAuthor sets the author and committer, "Name <email>". Default:
 // GIT_AUTHOR_NAME and GIT_AUTHOR_EMAIL, else "ward <ward@localhost>".
@@ -136,6 +145,11 @@ func New(url string, opts ...Option) (*Repo, error) {
 	if s.signKey != "" {
 		if r.signer, err = LoadSigner(s.signKey); err != nil {
 			return nil, fail(ErrUsage, "%w", err)
+		}
+	}
+	if s.trust != "" {
+		if r.anchor, err = ReadTrust(s.trust); err != nil {
+			return nil, err
 		}
 	}
 	return r, nil
@@ -505,7 +519,9 @@ func (r *Repo) notInitialized() error {
 	return fail(ErrNotInitialized, "%s has no %s/%s: run ward manifest init first", r.url, BaseDir, KustomizationFile)
 }
 
-// History returns a hospital's timeline at the remote's head.
+// History returns a hospital's timeline at the remote's head, once its
+// history checks (checkTip: a command keeps no state, so from the first
+// commit).
 func (r *Repo) History(ctx context.Context, hospital string) (*Timeline, error) {
 	if err := CheckHospital(hospital); err != nil {
 		return nil, err
@@ -514,7 +530,48 @@ func (r *Repo) History(ctx context.Context, hospital string) (*Timeline, error) 
 	if err != nil {
 		return nil, err
 	}
-	return c.timeline(hospital)
+	var p *Provenance
+	if !c.base.IsZero() {
+		if p, err = checkTip(c.repo, r.anchor, plumbing.ZeroHash, c.base, hospital); err != nil {
+			return nil, err
+		}
+	}
+	t, err := c.timeline(hospital)
+	if t != nil {
+		t.Provenance = p
+	}
+	return t, err
+}
+
+// trusted checks the history of the checkout's head for hospital id
+// (checkTip, from the first commit) before a command builds on it, and that
+// the commit the command makes will be signed by a key the trust lists:
+// else every reader would refuse it.
+func (r *Repo) trusted(c *checkout, id, action string) (*Provenance, error) {
+	if c.base.IsZero() {
+		return nil, nil
+	}
+	p, err := checkTip(c.repo, r.anchor, plumbing.ZeroHash, c.base, id)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w; nothing committed", action, id, err)
+	}
+	if !p.Trusted {
+		return p, nil
+	}
+	trust := r.anchor
+	if trust == nil {
+		head, err := c.repo.CommitObject(c.base)
+		if err != nil {
+			return nil, err
+		}
+		if trust, err = trustAt(head); err != nil {
+			return nil, err
+		}
+	}
+	if s, ok := r.signer.(listable); !ok || !trust.Lists(s) {
+		return nil, fail(ErrUsage, "%s %s: %s lists the keys allowed to write (%s), and this commit would not be signed by one of them, so every reader would refuse it: set WARD_MANIFEST_SIGN_KEY to one of their private keys; nothing committed", action, id, trust.Source, strings.Join(trust.Describe(), "; "))
+	}
+	return p, nil
 }
 
 // URL is where the repo is.

@@ -23,6 +23,10 @@ type Rollback struct {
 	// DryRun makes the commits in memory, returns their diff, pushes
 	// nothing.
 	DryRun bool
+	// ExpectDigest is the digest live before the rollback; "" means the
+	// one live when it starts. As for Deployment.ExpectDigest, another
+	// one found, after a fetch too, commits nothing (ErrMoved).
+	ExpectDigest string
 }
 
 // Rollback writes a true revert commit ("Revert \"<subject>\"", "This
@@ -35,10 +39,20 @@ func (r *Repo) Rollback(ctx context.Context, rb Rollback) (*Result, error) {
 	if err := CheckHospital(rb.Hospital); err != nil {
 		return nil, err
 	}
+	if rb.ExpectDigest != "" && rb.ExpectDigest != ExpectNone && !digestPattern.MatchString(rb.ExpectDigest) {
+		return nil, fail(ErrUsage, "--expect-digest %q: want sha256: and 64 hex digits", rb.ExpectDigest)
+	}
+	expect := rb.ExpectDigest
 	return r.publish(ctx, rb.DryRun, func(c *checkout) (*Result, error) {
 		res := &Result{Action: ActionRollback, Hospital: rb.Hospital}
+		if _, err := r.trusted(c, rb.Hospital, "rollback"); err != nil {
+			return nil, err
+		}
 		t, err := c.timeline(rb.Hospital)
 		if err != nil {
+			return nil, err
+		}
+		if err := checkExpected(&expect, t.Live, "rollback", rb.Hospital, HospitalDir(rb.Hospital)+"/"+ReleaseFile); err != nil {
 			return nil, err
 		}
 		res.Previous = t.Live

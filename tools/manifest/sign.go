@@ -100,3 +100,9 @@ func (s sshSigner) Sign(message io.Reader) ([]byte, error) {
 	out.WriteString(b64 + "\n-----END SSH SIGNATURE-----\n")
 	return out.Bytes(), nil
 }
+
+// Public is the key that verifies the signer's signatures (Trust.Lists).
+func (s pgpSigner) Public() any { return s.key }
+
+// Public is the key that verifies the signer's signatures (Trust.Lists).
+func (s sshSigner) Public() any { return s.key.PublicKey() }

@@ -34,6 +34,17 @@ ready, switches the endpoint on --listen to it, and stops the old server
 once its requests have finished: no request fails across a switch. A
 failure at any step keeps the current version serving, and is reported.
 
+With a trust file (base/trust.txt in the repo, or WARD_MANIFEST_TRUST) the
+agent applies a new head only when it descends from the commit it applied
+last (kept in --data: a force push that drops it is refused), the last
+commits to change the hospital's folder and base/ are signed by a listed
+key, and every change of the trust file since is signed by a key listed
+before it. It never moves to an older model (data window, then version)
+unless the commit that pins it is a revert or carries a signed
+Ward-Allow-Downgrade trailer. A refusal is logged (event.action
+agent.refuse, the commit, the reason), shown in /agent/status, and tried
+again at the next poll. Without a trust file it says so, loudly, once.
+
 --data keeps the last versions and a record of the one serving: started
 again, the agent serves it at once, without the network.
 

@@ -30,6 +30,38 @@ func imageVerifier(app *App) (manifest.Verifier, error) {
 	return image.ManifestVerifier(client, pub), nil
 }
 
+// deployVerifier is imageVerifier that also reads the data window of the
+// image's model, which orders it against the live one (no downgrade
+// without --allow-downgrade).
+func deployVerifier(app *App) (manifest.Verifier, error) {
+	verify, err := imageVerifier(app)
+	if err != nil {
+		return nil, err
+	}
+	client, err := registry.FromConfig(app.Config)
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context, ref string) (manifest.Image, error) {
+		img, err := verify(ctx, ref)
+		if err != nil {
+			return img, err
+		}
+		d, err := client.ParseDigest(img.Ref)
+		if err != nil {
+			return img, err
+		}
+		data, err := image.ReadModel(ctx, d, client.Remote(ctx)...)
+		if err != nil {
+			return img, err
+		}
+		if img.Window, err = manifest.ModelWindow(data); err != nil {
+			return img, fmt.Errorf("%s: %w", ref, err)
+		}
+		return img, nil
+	}, nil
+}
+
 func init() {
 	var (
 		f            manifestFlags
@@ -39,15 +71,25 @@ func init() {
 	register(&Command{
 		Name:    "deploy",
 		Summary: "Deploy a signed image to a hospital: one commit in the manifest repo",
-		Usage:   "deploy (--hospital ID --image REPOSITORY@sha256:DIGEST | --images FILE) [--force] [--skip-rejected] [--dry-run] [--output json]",
+		Usage:   "deploy (--hospital ID --image REPOSITORY@sha256:DIGEST | --images FILE) [--expect-digest DIGEST] [--allow-downgrade] [--force] [--skip-rejected] [--dry-run] [--output json]",
 		Help: `Verifies the image's signature (WARD_VERIFY_KEY) first: an unsigned image,
 a signature by another key, a digest that does not match, an image of
 another hospital, or a reference by tag is refused. Then it pins the image
 by digest in hospitals/<id>/ (kustomization.yaml and release.yaml) as one
 commit, "deploy(<id>): <version>" with the trailers Ward-Hospital,
 Ward-Version, Ward-Digest and Ward-Previous-Digest, and pushes it. When
-another deploy landed first, it fetches and tries again (never a force
-push).
+another deploy of another hospital landed first, it fetches and tries
+again (never a force push).
+
+It replaces only the release it read first (or --expect-digest DIGEST,
+"none" for a hospital without one): when the hospital's release.yaml holds
+another digest, at the start or after a fetch, nothing is committed and the
+error names the digest found, so two racing deploys never lose an update.
+A model older than the live one (its data window, then its version) is
+refused unless --allow-downgrade, which records a Ward-Allow-Downgrade
+trailer in the commit (signed like every commit: the agents follow it).
+With a trust file (base/trust.txt or WARD_MANIFEST_TRUST), the manifest's
+history must verify first, and WARD_MANIFEST_SIGN_KEY must be a listed key.
 
 A digest that is live already changes nothing (exit 0). A digest that was
 rolled back (by ward rollback or by a git revert of its deploy) is refused
@@ -60,7 +102,8 @@ skipped instead of failing the run (the same inputs give the same digest,
 so the next scheduled run would otherwise fail until new data arrives).
 
 Exit codes: 0 deployed or nothing to do; 1 refused (unverified image,
-rolled-back digest, invalid manifest content); 2 usage, a reference by
+rolled-back digest, invalid manifest content, another release than
+expected, a downgrade, an untrusted manifest history); 2 usage, a reference by
 tag, no verification key, an unreachable or uninitialized manifest repo.`,
 		Example: `ward deploy --hospital st-olaf --image registry.example/ward/st-olaf@sha256:4b1d...
 ward package --all --models models --output json > images.json && ward deploy --images images.json --skip-rejected`,
@@ -69,6 +112,8 @@ ward package --all --models models --output json > images.json && ward deploy --
 			f.bind(fs, true)
 			fs.StringVar(&f.image, "image", "", "the image, REPOSITORY@sha256:DIGEST as ward package prints it")
 			fs.BoolVar(&f.force, "force", false, "deploy a digest that was rolled back")
+			fs.StringVar(&f.expect, "expect-digest", "", "commit only if the hospital's release holds `DIGEST` (\"none\": no release); default: the one live when the deploy starts")
+			fs.BoolVar(&f.allowDowngrade, "allow-downgrade", false, "deploy a model older than the live one (a signed Ward-Allow-Downgrade trailer)")
 			fs.StringVar(&images, "images", "", "deploy every image of `FILE`, the output of ward package --output json")
 			fs.BoolVar(&skipRejected, "skip-rejected", false, "report and skip a digest that was rolled back, instead of failing")
 		},
@@ -83,7 +128,7 @@ ward package --all --models models --output json > images.json && ward deploy --
 			if _, err := manifest.ParseImageRef(f.image); err != nil {
 				return manifestError(err)
 			}
-			verify, err := imageVerifier(app)
+			verify, err := deployVerifier(app)
 			if err != nil {
 				return exit.With(exit.Config, err)
 			}
@@ -91,7 +136,8 @@ ward package --all --models models --output json > images.json && ward deploy --
 			if err != nil {
 				return err
 			}
-			res, err := r.Deploy(ctx, manifest.Deployment{Hospital: f.hospital, Image: f.image, Force: f.force, DryRun: f.dryRun})
+			res, err := r.Deploy(ctx, manifest.Deployment{Hospital: f.hospital, Image: f.image, Force: f.force, DryRun: f.dryRun,
+				ExpectDigest: f.expect, AllowDowngrade: f.allowDowngrade})
 			if skipRejected && errors.Is(err, manifest.ErrRejected) {
 				app.Log.Warn("deploy skipped: the digest was rolled back", "hospital", f.hospital, "image", f.image, "error", err)
 				fmt.Fprintf(app.Stdout, "deploy %s: skipped: %v\n", f.hospital, err)
@@ -116,7 +162,10 @@ func deployImages(ctx context.Context, app *App, f *manifestFlags, file string, 
 	if err := json.Unmarshal(b, &packaged); err != nil {
 		return exit.With(exit.Config, fmt.Errorf("--images %s: not the output of ward package --output json: %v", file, err))
 	}
-	verify, err := imageVerifier(app)
+	if f.expect != "" {
+		return exit.With(exit.Config, errors.New("--expect-digest names one hospital's release: use it with --hospital and --image, not --images"))
+	}
+	verify, err := deployVerifier(app)
 	if err != nil {
 		return exit.With(exit.Config, err)
 	}
@@ -142,7 +191,7 @@ func deployImages(ctx context.Context, app *App, f *manifestFlags, file string, 
 		case p.Error != "" || p.Image == "":
 			o.Outcome, o.Error = "skipped", "not packaged: "+p.Error
 		default:
-			res, err := r.Deploy(ctx, manifest.Deployment{Hospital: p.Hospital, Image: p.Image, Force: f.force, DryRun: f.dryRun})
+			res, err := r.Deploy(ctx, manifest.Deployment{Hospital: p.Hospital, Image: p.Image, Force: f.force, DryRun: f.dryRun, AllowDowngrade: f.allowDowngrade})
 			switch {
 			case skipRejected && errors.Is(err, manifest.ErrRejected):
 				o.Outcome, o.Error = "skipped", err.Error()

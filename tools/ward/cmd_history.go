@@ -25,7 +25,12 @@ func init() {
 commit, author, action (deploy, rollback, reapply, revert, change), the
 version, digest and metrics live after it, and which commit reverted which.
 A git revert made by hand counts as a rollback, like one of ward rollback.
-Digests rolled back and not deployed since are listed as rejected.`,
+Digests rolled back and not deployed since are listed as rejected.
+
+With a trust file (base/trust.txt, or WARD_MANIFEST_TRUST) the history is
+checked first, as the agent checks it: the last commits to change the
+hospital's folder and base/ must be signed by a listed key, and every change
+of the trust file by a key listed before it; else exit 1, naming the commit.`,
 		Example: "ward history --hospital st-olaf --output json",
 		Output:  true,
 		Flags: func(fs *flag.FlagSet) {
@@ -57,6 +62,12 @@ func printTimeline(w io.Writer, tl *manifest.Timeline) {
 		fmt.Fprintf(w, "%s: invalid: %s\n", tl.Hospital, tl.Problem)
 	default:
 		fmt.Fprintf(w, "%s: nothing deployed\n", tl.Hospital)
+	}
+	switch p := tl.Provenance; {
+	case p != nil && p.Trusted && p.Decider != nil:
+		fmt.Fprintf(w, "signed: its release is decided by %s (%q), signed by %s\n", shortSHA(p.Decider.Commit), p.Decider.Subject, p.Decider.Signer)
+	case p != nil && !p.Trusted:
+		fmt.Fprintln(w, "unsigned: the manifest has no trust file, so any commit counts")
 	}
 	for _, r := range tl.Rejected {
 		fmt.Fprintf(w, "rejected: %s (%s), rolled back by %s; ward deploy refuses it without --force\n", r.Version, r.Digest, shortSHA(r.Commit))

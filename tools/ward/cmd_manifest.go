@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/wardml/ward/internal/exit"
@@ -17,7 +18,7 @@ func init() {
 	register(&Command{
 		Name:    "manifest",
 		Summary: "Create the manifest repo's layout: manifest init",
-		Usage:   "manifest init [--branch NAME] [--dry-run] [--output json]",
+		Usage:   "manifest init [--trust FILE] [--branch NAME] [--dry-run] [--output json]",
 		Help: `The manifest repo (WARD_MANIFEST_REPO: a Git URL or a path) records which
 signed image each hospital runs. init commits base/ (the serving Deployment
 and Service, with probes, resources and a restrictive securityContext) and a
@@ -27,10 +28,20 @@ ward deploy. An initialized repo is left as it is.
 SSH remotes authenticate with WARD_MANIFEST_SSH_KEY, else ssh-agent, and
 check the host key against WARD_KNOWN_HOSTS (else SSH_KNOWN_HOSTS,
 ~/.ssh/known_hosts); HTTPS remotes take WARD_MANIFEST_TOKEN. Commits are
-signed with WARD_MANIFEST_SIGN_KEY (OpenPGP or OpenSSH) when it is set.`,
-		Example: "WARD_MANIFEST_REPO=ssh://git@git.example/group/manifest.git ward manifest init",
+signed with WARD_MANIFEST_SIGN_KEY (OpenPGP or OpenSSH) when it is set.
+
+--trust FILE writes the first trust file, base/trust.txt: the keys allowed
+to write the repo (armored OpenPGP public keys, gpg --armor --export; SSH
+allowed-signers lines, "principal ssh-ed25519 AAAA..."). From then on every
+reader (ward agent, deploy, rollback, history, train) follows only a
+history whose deciding commits are signed by a listed key. The init commit
+must be signed by one of them (WARD_MANIFEST_SIGN_KEY).`,
+		Example: "WARD_MANIFEST_REPO=ssh://git@git.example/group/manifest.git WARD_MANIFEST_SIGN_KEY=keys/ci_ed25519 \\\n  ward manifest init --trust keys/trust.txt",
 		Output:  true,
-		Flags:   func(fs *flag.FlagSet) { f.bind(fs, false) },
+		Flags: func(fs *flag.FlagSet) {
+			f.bind(fs, false)
+			fs.StringVar(&f.trust, "trust", "", "write `FILE` as the repo's first trust file (base/trust.txt)")
+		},
 		Run: func(ctx context.Context, app *App, args []string) error {
 			if len(args) != 1 || args[0] != "init" {
 				return exit.With(exit.Config, errors.New("want: ward manifest init"))
@@ -39,7 +50,13 @@ signed with WARD_MANIFEST_SIGN_KEY (OpenPGP or OpenSSH) when it is set.`,
 			if err != nil {
 				return err
 			}
-			res, err := r.Init(ctx, f.dryRun)
+			var trust []byte
+			if f.trust != "" {
+				if trust, err = os.ReadFile(f.trust); err != nil {
+					return exit.With(exit.Config, fmt.Errorf("--trust: %w", err))
+				}
+			}
+			res, err := r.InitTrust(ctx, f.dryRun, trust)
 			if err != nil {
 				return manifestError(err)
 			}
@@ -57,6 +74,10 @@ type manifestFlags struct {
 	force    bool
 	to       string
 	image    string
+	expect   string
+	trust    string
+	// allowDowngrade: ward deploy --allow-downgrade.
+	allowDowngrade bool
 }
 
 func (f *manifestFlags) bind(fs *flag.FlagSet, hospital bool) {
@@ -78,6 +99,7 @@ func openManifest(app *App, f *manifestFlags, opts ...manifest.Option) (*manifes
 		manifest.WithKnownHosts(cfg.Get("known_hosts")),
 		manifest.WithToken(cfg.Get("manifest_token")),
 		manifest.WithSignKey(cfg.Get("manifest_sign_key")),
+		manifest.WithTrust(cfg.Get("manifest_trust")),
 		manifest.WithLogger(app.Log),
 	}, opts...)
 	r, err := manifest.New(cfg.ManifestRepo(), opts...)

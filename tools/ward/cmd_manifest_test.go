@@ -36,8 +36,8 @@ func ward(t *testing.T, remote string, env []string, args ...string) (int, strin
 // and v2 signed with the key of WARD_VERIFY_KEY, one unsigned, and one
 // signed by another key.
 type images struct {
-	env                          []string
-	v1, v2, unsigned, otherKeyed manifest.Image
+	env                              []string
+	v1, v2, v3, unsigned, otherKeyed manifest.Image
 }
 
 func publishImages(t *testing.T) images {
@@ -89,6 +89,7 @@ func publishImages(t *testing.T) images {
 		env:        []string{"WARD_REGISTRY=" + reg.Host, "WARD_VERIFY_KEY=" + pubFile},
 		v1:         publish("v1", key),
 		v2:         publish("v2", key),
+		v3:         publish("v3", key),
 		unsigned:   publish("v3-unsigned", nil),
 		otherKeyed: publish("v4-other", other),
 	}

@@ -14,25 +14,29 @@ func init() {
 	register(&Command{
 		Name:    "rollback",
 		Summary: "Undo a hospital's last deploy with a revert commit",
-		Usage:   "rollback --hospital ID [--to DIGEST|VERSION] [--dry-run] [--output json]",
+		Usage:   "rollback --hospital ID [--to DIGEST|VERSION] [--expect-digest DIGEST] [--dry-run] [--output json]",
 		Help: `Writes a true revert of the hospital's last deploy in effect (Revert
 "<subject>", This reverts commit <sha>., and ward's trailers), as git revert
 would, and pushes it. With --to, it reverts every deploy after that release,
 newest first, one revert commit each. The digests rolled back are refused by
-later deploys unless --force.
+later deploys unless --force. It rolls back only the release it read
+first (or --expect-digest DIGEST): when another landed in between, nothing
+is committed and the error names the digest found.
 
 When a file of the deploy changed since (a hand edit), the rollback stops
 and says which commit changed it: revert that change first, or deploy the
 release you want with ward deploy --force.
 
 Exit codes: 0 rolled back or nothing to do; 1 a conflict, nothing to roll
-back to, or invalid manifest content; 2 usage, an unknown --to release, an
+back to, another release than expected, an untrusted manifest history, or
+invalid manifest content; 2 usage, an unknown --to release, an
 unreachable or uninitialized manifest repo.`,
 		Example: "ward rollback --hospital st-olaf\nward rollback --hospital st-olaf --to v1",
 		Output:  true,
 		Flags: func(fs *flag.FlagSet) {
 			f.bind(fs, true)
 			fs.StringVar(&f.to, "to", "", "roll back every deploy after this release (digest or version)")
+			fs.StringVar(&f.expect, "expect-digest", "", "commit only if the hospital's release holds `DIGEST`; default: the one live when the rollback starts")
 		},
 		Run: func(ctx context.Context, app *App, _ []string) error {
 			if f.hospital == "" {
@@ -42,7 +46,7 @@ unreachable or uninitialized manifest repo.`,
 			if err != nil {
 				return err
 			}
-			res, err := r.Rollback(ctx, manifest.Rollback{Hospital: f.hospital, To: f.to, DryRun: f.dryRun})
+			res, err := r.Rollback(ctx, manifest.Rollback{Hospital: f.hospital, To: f.to, DryRun: f.dryRun, ExpectDigest: f.expect})
 			if err != nil {
 				return manifestError(err)
 			}

@@ -185,7 +185,7 @@ func deployedModels(ctx context.Context, app *App, hs []*contract.Hospital) ([]*
 	follow := repo.Follow()
 	var out []*models.Artifact
 	for _, h := range hs {
-		head, err := follow.Read(ctx, h.ID)
+		head, err := follow.Read(ctx, h.ID, "")
 		if err != nil {
 			return nil, manifestError(fmt.Errorf("the model in production of %s: %w", h.ID, err))
 		}
