@@ -44,7 +44,7 @@ func TestImageRunsInRunc(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := Model{Hospital: "st-olaf", Version: "2026-11-30.1", Family: "ridge", Artifact: art}
-	res, err := NewPublisher(WithRemote(tg.remote()...)).Publish(ctx, tg.repo(t, "ward/st-olaf"), build(t, m), nil)
+	res, err := NewPublisher(WithRegistry(tg.client)).Publish(ctx, tg.repo(t, "ward/st-olaf"), build(t, m), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func TestCosignVerifiesPublishedImage(t *testing.T) {
 		dir := t.TempDir()
 		pub, _ := signing.MarshalPublicKey(&key.PublicKey)
 		os.WriteFile(filepath.Join(dir, "ward.pub"), pub, 0o644)
-		res, err := NewPublisher(WithRemote(tg.remote()...), WithSigner(key)).Publish(context.Background(), tg.repo(t, "ward/st-olaf"), build(t, testModel("st-olaf", "v1", 1)), nil)
+		res, err := NewPublisher(WithRegistry(tg.client), WithSigner(key)).Publish(context.Background(), tg.repo(t, "ward/st-olaf"), build(t, testModel("st-olaf", "v1", 1)), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
