@@ -20,7 +20,9 @@ func TestStatusRedactsURLSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	refuse := func(context.Context, string) (manifest.Image, error) { return manifest.Image{}, errors.New("no image is trusted") }
+	refuse := func(context.Context, string) (manifest.Image, error) {
+		return manifest.Image{}, errors.New("no image is trusted")
+	}
 	a, err := New("st-olaf", repo, refuse, WithData(t.TempDir()), WithLogger(logging.New(&logs, logging.Options{Format: "json"})))
 	if err != nil {
 		t.Fatal(err)

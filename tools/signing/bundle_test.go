@@ -257,7 +257,6 @@ func TestBundleShape(t *testing.T) {
 	}
 }
 
-
 // cosignBinaries are the real cosign v2 (WARD_TEST_COSIGN) and v3
 // (WARD_TEST_COSIGN3) that tools/dev/test builds under CI.
 func cosignBinaries(t *testing.T) map[string]string {
