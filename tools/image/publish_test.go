@@ -328,3 +328,36 @@ func TestReadModel(t *testing.T) {
 		}
 	})
 }
+
+// --signature-format: legacy writes only the .sig tag, bundle only the
+// bundle referrer; ward verifies each, on both kinds of registry.
+func TestSignatureFormats(t *testing.T) {
+	eachRegistry(t, func(t *testing.T, tg target) {
+		ctx := context.Background()
+		key := testKey(t)
+		for _, f := range []SignatureFormat{SignLegacy, SignBundle} {
+			res, err := NewPublisher(WithRegistry(tg.client), WithSigner(key), WithSignatureFormat(f)).
+				Publish(ctx, tg.repo(t, "ward/formats"), build(t, testModel("formats", "v-"+string(f), 1)), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			refs := []name.Digest{res.Ref}
+			for _, d := range res.Platforms {
+				refs = append(refs, res.Ref.Context().Digest(d.String()))
+			}
+			for _, r := range refs {
+				_, tagErr := remote.Head(signing.SignatureTag(r), tg.remote()...)
+				bundles, err := Referrers(ctx, r, signing.BundleMediaType, tg.remote()...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if (tagErr == nil) != (f == SignLegacy) || (len(bundles) == 1) != (f == SignBundle) {
+					t.Errorf("%s: %s: legacy tag %v, %d bundles", f, r, tagErr, len(bundles))
+				}
+				if err := signing.Verify(ctx, r, &key.PublicKey, tg.remote()...); err != nil {
+					t.Errorf("%s: %v", f, err)
+				}
+			}
+		}
+	})
+}
