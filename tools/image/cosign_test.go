@@ -162,3 +162,55 @@ func TestVerifiesCosignSignedIndex(t *testing.T) {
 		}
 	})
 }
+
+// What ward attaches through oras-go is found by the reference tools, on
+// both kinds of registry: oras discover lists every referrer of the index
+// and of each platform, and cosign tree (v2 with --experimental-oci11, v3
+// by default) shows the same.
+func TestAttachmentsDiscovered(t *testing.T) {
+	oras := tool(t, "WARD_TEST_ORAS")
+	bins := cosigns(t)
+	eachRegistry(t, func(t *testing.T, tg target) {
+		dir, key := cosignDir(t)
+		report := Report{"report.html": []byte("<h1>st-olaf</h1>")}
+		res, err := NewPublisher(WithRegistry(tg.client), WithSigner(key)).
+			Publish(context.Background(), tg.repo(t, "ward/st-olaf"), build(t, testModel("st-olaf", "v1", 1)), report)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bySubject := map[string][]Attachment{}
+		for _, a := range res.Attached {
+			bySubject[a.Subject.String()] = append(bySubject[a.Subject.String()], a)
+		}
+		if len(bySubject[res.Ref.DigestStr()]) != 3 || len(bySubject) != 3 {
+			t.Fatalf("attached %+v: want ModelPack, report and bundle on the index, SBOM and bundle on each platform", res.Attached)
+		}
+		for subject, atts := range bySubject {
+			ref := res.Ref.Context().Digest(subject).String()
+			out, err := runIn(t, dir, oras, "discover", "--plain-http", "--format", "json", ref)
+			if err != nil {
+				t.Fatalf("oras discover %s: %v\n%s", ref, err, out)
+			}
+			for _, a := range atts {
+				if !strings.Contains(out, a.Digest.String()) || !strings.Contains(out, a.ArtifactType) {
+					t.Errorf("oras discover %s does not list %s (%s):\n%s", ref, a.Digest, a.ArtifactType, out)
+				}
+			}
+			for v, bin := range bins {
+				args := []string{"tree"}
+				if v == "v2" {
+					args = append(args, "--experimental-oci11")
+				}
+				out, err := runIn(t, dir, bin, append(args, append(insecure, ref)...)...)
+				if err != nil {
+					t.Fatalf("cosign %s tree %s: %v\n%s", v, ref, err, out)
+				}
+				for _, a := range atts {
+					if !strings.Contains(out, a.Digest.String()) {
+						t.Errorf("cosign %s tree %s does not show %s (%s):\n%s", v, ref, a.Digest, a.ArtifactType, out)
+					}
+				}
+			}
+		}
+	})
+}

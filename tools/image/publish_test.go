@@ -330,7 +330,8 @@ func TestReadModel(t *testing.T) {
 }
 
 // --signature-format: legacy writes only the .sig tag, bundle only the
-// bundle referrer; ward verifies each, on both kinds of registry.
+// bundle referrer; ward verifies each, on both kinds of registry, and so
+// does the check that deploy and the agent make (ManifestVerifier).
 func TestSignatureFormats(t *testing.T) {
 	eachRegistry(t, func(t *testing.T, tg target) {
 		ctx := context.Background()
@@ -357,6 +358,13 @@ func TestSignatureFormats(t *testing.T) {
 				if err := signing.Verify(ctx, r, &key.PublicKey, tg.remote()...); err != nil {
 					t.Errorf("%s: %v", f, err)
 				}
+			}
+			img, err := ManifestVerifier(tg.client, &key.PublicKey)(ctx, res.Ref.String())
+			if err != nil || img.Version != "v-"+string(f) {
+				t.Errorf("%s: the agent's verifier: %+v, %v", f, img, err)
+			}
+			if _, err := ManifestVerifier(tg.client, &testKey(t).PublicKey)(ctx, res.Ref.String()); !errors.Is(err, signing.ErrWrongKey) {
+				t.Errorf("%s: the agent's verifier with another key: %v", f, err)
 			}
 		}
 	})
