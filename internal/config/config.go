@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -527,29 +528,36 @@ func IsLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// Redact hides the password of a URL, in its user part or its query.
+// Redact hides the secrets of every URL in s, which may be one URL (a
+// setting) or a text that holds some (an error, a log line, a status
+// document): the password of a URL's user part (user:pw@), the user part of
+// an http(s) URL that has no password (https://TOKEN@host: a token in the
+// user name), and the value of a query or connection parameter named for a
+// secret (password=, sslpassword=, token=, ...), also in a PostgreSQL
+// keyword/value string. It is the one redaction of ward: ward config, the
+// loggers, the CLI's errors and the agent's status apply it at their edge.
 func Redact(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return s
-	}
-	changed := false
-	if u.User != nil {
-		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), "REDACTED")
-			changed = true
+	s = urlUserinfo.ReplaceAllStringFunc(s, func(m string) string {
+		sub := urlUserinfo.FindStringSubmatch(m)
+		scheme, userinfo := sub[1], sub[2]
+		if user, _, ok := strings.Cut(userinfo, ":"); ok {
+			return scheme + "://" + user + ":REDACTED@"
 		}
-	}
-	if q := u.Query(); q.Has("password") {
-		q.Set("password", "REDACTED")
-		u.RawQuery = q.Encode()
-		changed = true
-	}
-	if !changed {
-		return s
-	}
-	return u.String()
+		if l := strings.ToLower(scheme); l == "http" || l == "https" {
+			return scheme + "://REDACTED@"
+		}
+		return m
+	})
+	return secretParam.ReplaceAllString(s, "${1}=REDACTED")
 }
+
+var (
+	// urlUserinfo is a URL's scheme and user part: up to the last @ before
+	// the host (a password may hold an unescaped @).
+	urlUserinfo = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*)://([^/\s"'<>@]*(?:@[^/\s"'<>@]*)*)@`)
+	// secretParam is a parameter whose name says it is a secret.
+	secretParam = regexp.MustCompile(`(?i)\b([a-z_]*(?:password|passphrase|passwd|secret|token))=([^\s&;'"]*)`)
+)
 
 func redactErr(err error) string {
 	var ue *url.Error
@@ -578,7 +586,7 @@ func (c *Config) Entries() []Entry {
 		case val == "":
 		case s.Secret:
 			val = "REDACTED"
-		case s.Kind == Database:
+		default:
 			val = Redact(val)
 		}
 		out = append(out, Entry{Key: s.Key, Env: s.Env, Value: val, Source: v.Source.String()})

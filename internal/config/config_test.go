@@ -167,3 +167,54 @@ func TestParsers(t *testing.T) {
 		}
 	}
 }
+
+// Redact hides a token or password wherever a URL holds one, in a setting
+// or in a text around it, and leaves everything else as it was.
+func TestRedact(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"https://ghp_T0KEN@git.example/ml/manifest.git", "https://REDACTED@git.example/ml/manifest.git"},
+		{"https://ward:hunter2@git.example/ml/manifest.git", "https://ward:REDACTED@git.example/ml/manifest.git"},
+		{"https://ward:p@ss@git.example/x", "https://ward:REDACTED@git.example/x"},
+		{"postgres://ward:pw@db/ward?sslmode=verify-full&sslpassword=k3y", "postgres://ward:REDACTED@db/ward?sslmode=verify-full&sslpassword=REDACTED"},
+		{"postgres://db/ward?password=pw&sslmode=disable", "postgres://db/ward?password=REDACTED&sslmode=disable"},
+		{"host=db user=ward password=pw sslpassword=k dbname=ward", "host=db user=ward password=REDACTED sslpassword=REDACTED dbname=ward"},
+		{`fetch "https://x-access-token:ghs_abc@github.com/g/m.git": 401; retry https://ghs_abc@github.com/g/m.git`,
+			`fetch "https://x-access-token:REDACTED@github.com/g/m.git": 401; retry https://REDACTED@github.com/g/m.git`},
+		{`{"url":"https://TOKEN@h/r.git","error":"dial https://TOKEN@h/r.git"}`, `{"url":"https://REDACTED@h/r.git","error":"dial https://REDACTED@h/r.git"}`},
+		// Nothing secret: as it was.
+		{"ssh://git@git.example/ml/manifest.git", "ssh://git@git.example/ml/manifest.git"},
+		{"sftp://ward@sftp.example:22/drop", "sftp://ward@sftp.example:22/drop"},
+		{"git@github.com:g/m.git", "git@github.com:g/m.git"},
+		{"registry.example/ml@sha256:abcd", "registry.example/ml@sha256:abcd"},
+		{"https://git.example/a@b", "https://git.example/a@b"},
+		{"sqlite:.ward/ward.db", "sqlite:.ward/ward.db"},
+	} {
+		if got := Redact(c.in); got != c.want {
+			t.Errorf("Redact(%s)\n = %s\nwant %s", c.in, got, c.want)
+		}
+	}
+}
+
+// ward config shows every URL setting redacted: a token in the manifest
+// repo's URL, a password and sslpassword in the database URL.
+func TestEntriesRedactURLs(t *testing.T) {
+	c, err := load(t, nil, []string{
+		"WARD_MANIFEST_REPO=https://ghp_T0KEN@git.example/ml/manifest.git",
+		"WARD_DATABASE=postgres://ward:hunter2@db.example/ward?sslpassword=k3y",
+	}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all strings.Builder
+	for _, e := range c.Entries() {
+		all.WriteString(e.Key + "=" + e.Value + "\n")
+	}
+	for _, secret := range []string{"ghp_T0KEN", "hunter2", "k3y"} {
+		if strings.Contains(all.String(), secret) {
+			t.Errorf("ward config shows %q:\n%s", secret, all.String())
+		}
+	}
+	if !strings.Contains(all.String(), "manifest_repo=https://REDACTED@git.example/ml/manifest.git") {
+		t.Errorf("manifest_repo:\n%s", all.String())
+	}
+}

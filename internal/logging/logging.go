@@ -6,12 +6,15 @@ package logging
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"strings"
 
 	"golang.org/x/term"
+
+	"github.com/wardml/ward/internal/config"
 )
 
 // ServiceName is the ECS service.name of every record.
@@ -116,7 +119,7 @@ func ecsAttr(groups []string, a slog.Attr) slog.Attr {
 		case slog.LevelKey:
 			return slog.Attr{Key: "log.level", Value: slog.StringValue(strings.ToLower(a.Value.String()))}
 		case slog.MessageKey:
-			return slog.Attr{Key: "message", Value: a.Value}
+			return slog.Attr{Key: "message", Value: slog.StringValue(config.Redact(a.Value.String()))}
 		}
 	}
 	a = redactAttr(groups, a)
@@ -139,11 +142,33 @@ func ecsAttr(groups []string, a slog.Attr) slog.Attr {
 // secretWords mark attributes whose values are never logged.
 var secretWords = []string{"password", "passphrase", "secret", "token", "private_key", "privatekey"}
 
+// redactAttr hides an attribute named for a secret, and the secrets of
+// the URLs in any text value (the message, an error, a URL), with
+// config.Redact: a token in WARD_MANIFEST_REPO never reaches a log line.
 func redactAttr(_ []string, a slog.Attr) slog.Attr {
 	k := strings.ToLower(a.Key)
 	for _, w := range secretWords {
 		if strings.Contains(k, w) {
 			return slog.String(a.Key, "REDACTED")
+		}
+	}
+	switch v := a.Value.Resolve(); v.Kind() {
+	case slog.KindString:
+		if r := config.Redact(v.String()); r != v.String() {
+			return slog.String(a.Key, r)
+		}
+	case slog.KindAny:
+		var s string
+		switch x := v.Any().(type) {
+		case error:
+			s = x.Error()
+		case fmt.Stringer:
+			s = x.String()
+		default:
+			return a
+		}
+		if r := config.Redact(s); r != s {
+			return slog.String(a.Key, r)
 		}
 	}
 	return a

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/wardml/ward/internal/config"
 	"github.com/wardml/ward/tools/manifest"
 )
 
@@ -107,7 +109,7 @@ func (a *Agent) Status() Status {
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /agent/status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, a.Status())
+		writeJSON(w, http.StatusOK, redacted(a.Status()))
 	})
 	mux.Handle("GET /agent/metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("POST /agent/refresh", func(w http.ResponseWriter, r *http.Request) {
@@ -176,4 +178,14 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// redacted is v as JSON with the secrets of its URLs hidden (a token in
+// WARD_MANIFEST_REPO, in the manifest URL or in an error), by config.Redact.
+func redacted(v any) json.RawMessage {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+	return json.RawMessage(config.Redact(b.String()))
 }

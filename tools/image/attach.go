@@ -17,13 +17,18 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	orasremote "oras.land/oras-go/v2/registry/remote"
 
 	"github.com/wardml/ward/internal/version"
+	"github.com/wardml/ward/tools/signing"
 )
 
-// Artifact types of what ward attaches to an image, with the OCI 1.1
+// Artifact types of what ward attaches to an image (and
+// signing.BundleMediaType for the signature bundles), with the OCI 1.1
 // referrers API, or its tag-schema fallback (sha256-<hex>) on a registry
-// without it.
+// without it, through oras-go.
 const (
 	// ModelPackArtifactType is the CNCF ModelPack model manifest: KitOps
 	// and other ModelPack tools read the model from it without the server.
@@ -154,15 +159,34 @@ type retyped struct {
 
 func (r retyped) MediaType() (types.MediaType, error) { return r.mt, nil }
 
+// bundleArtifact is a Sigstore bundle that signs subject, as cosign v3
+// attaches it.
+func bundleArtifact(subject v1.Descriptor, raw []byte, created time.Time) artifact {
+	return artifact{
+		artifactType: signing.BundleMediaType,
+		subject:      subject,
+		config:       static.NewLayer([]byte("{}"), emptyConfigType),
+		layers:       []v1.Layer{static.NewLayer(raw, signing.BundleMediaType)},
+		layerAnns:    []map[string]string{nil},
+		annotations: map[string]string{
+			AnnotationCreated:                 created.Format(time.RFC3339),
+			signing.BundleContentAnnotation:   "dsse-envelope",
+			signing.BundlePredicateAnnotation: signing.SignPredicateType,
+		},
+	}
+}
+
 // attach pushes the artifact's blobs and its manifest (by digest, with its
-// subject: go-containerregistry updates the fallback tag where the registry
-// has no referrers API).
-func attach(ctx context.Context, repo name.Repository, a artifact, opts []remote.Option) (Attachment, error) {
+// subject) through oras-go, which keeps the sha256-<hex> fallback index
+// where the registry has no referrers API. What the registry has already is
+// not sent again; a manifest that is there but missing from the listing (a
+// run cut between the two) is pushed again, so that oras indexes it.
+func attach(ctx context.Context, repo *orasremote.Repository, a artifact) (Attachment, error) {
 	cfgDesc, err := layerDescriptor(a.config, nil)
 	if err != nil {
 		return Attachment{}, err
 	}
-	if err := remote.WriteLayer(repo, a.config, opts...); err != nil {
+	if err := pushBlob(ctx, repo, a.config, cfgDesc); err != nil {
 		return Attachment{}, err
 	}
 	m := v1.Manifest{
@@ -179,7 +203,7 @@ func attach(ctx context.Context, repo name.Repository, a artifact, opts []remote
 		if err != nil {
 			return Attachment{}, err
 		}
-		if err := remote.WriteLayer(repo, l, opts...); err != nil {
+		if err := pushBlob(ctx, repo, l, d); err != nil {
 			return Attachment{}, err
 		}
 		m.Layers = append(m.Layers, d)
@@ -189,19 +213,50 @@ func attach(ctx context.Context, repo name.Repository, a artifact, opts []remote
 		return Attachment{}, err
 	}
 	d := hash(raw)
-	if err := remote.Put(repo.Digest(d.String()), rawManifest{raw, types.OCIManifestSchema1}, opts...); err != nil {
+	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.Digest(d.String()), Size: int64(len(raw)), ArtifactType: a.artifactType}
+	out := Attachment{ArtifactType: a.artifactType, Subject: a.subject.Digest, Digest: d}
+	if ok, err := repo.Exists(ctx, desc); err != nil {
+		return Attachment{}, err
+	} else if ok {
+		listed, err := referrerListed(ctx, repo, a.subject, d)
+		if err != nil || listed {
+			return out, err
+		}
+	}
+	if err := repo.Push(ctx, desc, bytes.NewReader(raw)); err != nil {
 		return Attachment{}, err
 	}
-	return Attachment{ArtifactType: a.artifactType, Subject: a.subject.Digest, Digest: d}, nil
+	return out, nil
 }
 
-type rawManifest struct {
-	raw []byte
-	mt  types.MediaType
+// pushBlob sends a blob the repository does not have.
+func pushBlob(ctx context.Context, repo *orasremote.Repository, l v1.Layer, d v1.Descriptor) error {
+	desc := ocispec.Descriptor{MediaType: string(d.MediaType), Digest: digest.Digest(d.Digest.String()), Size: d.Size}
+	if ok, err := repo.Exists(ctx, desc); err != nil || ok {
+		return err
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	return repo.Push(ctx, desc, rc)
 }
 
-func (r rawManifest) RawManifest() ([]byte, error)        { return r.raw, nil }
-func (r rawManifest) MediaType() (types.MediaType, error) { return r.mt, nil }
+// referrerListed says whether the subject's referrers (the API, or the
+// fallback index) list the manifest d.
+func referrerListed(ctx context.Context, repo *orasremote.Repository, subject v1.Descriptor, d v1.Hash) (bool, error) {
+	found := false
+	err := repo.Referrers(ctx, ocispec.Descriptor{MediaType: string(subject.MediaType), Digest: digest.Digest(subject.Digest.String()), Size: subject.Size}, "", func(refs []ocispec.Descriptor) error {
+		for _, r := range refs {
+			if r.Digest.String() == d.String() {
+				found = true
+			}
+		}
+		return nil
+	})
+	return found, err
+}
 
 // Referrers lists what is attached to ref, from the referrers API or the
 // tag-schema fallback, optionally only of one artifact type.

@@ -12,8 +12,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	orasremote "oras.land/oras-go/v2/registry/remote"
 
-	"github.com/wardml/ward/tools/signing"
+	"github.com/wardml/ward/tools/registry"
 )
 
 // Publisher pushes built images to a registry, signs them and attaches
@@ -24,9 +25,12 @@ type Publisher struct {
 	remote   []remote.Option
 	key      *ecdsa.PrivateKey
 	progress io.Writer
+	client   *registry.Client
+	format   SignatureFormat
 
 	mu     sync.Mutex
 	mounts map[v1.Hash]name.Repository
+	oras   map[name.Repository]*orasremote.Repository
 }
 
 // PublishOption configures a Publisher.
@@ -38,7 +42,8 @@ func WithRemote(opts ...remote.Option) PublishOption {
 }
 
 // WithSigner signs every image (its index and each platform's manifest)
-// with key. Without it images are pushed unsigned, and deploy refuses them.
+// with key, in the formats WithSignatureFormat says (both by default).
+// Without it images are pushed unsigned, and deploy refuses them.
 func WithSigner(key *ecdsa.PrivateKey) PublishOption { return func(p *Publisher) { p.key = key } }
 
 // WithProgress draws a progress bar of each push on w (a terminal).
@@ -46,7 +51,7 @@ func WithProgress(w io.Writer) PublishOption { return func(p *Publisher) { p.pro
 
 // NewPublisher returns a publisher with the options applied.
 func NewPublisher(opts ...PublishOption) *Publisher {
-	p := &Publisher{mounts: map[v1.Hash]name.Repository{}}
+	p := &Publisher{mounts: map[v1.Hash]name.Repository{}, oras: map[name.Repository]*orasremote.Repository{}, format: SignBoth}
 	for _, o := range opts {
 		o(p)
 	}
@@ -117,24 +122,24 @@ func (p *Publisher) Publish(ctx context.Context, repo name.Repository, img *Imag
 		}
 		out.Platforms[plat] = pd
 	}
-	if p.key != nil {
-		refs := []name.Digest{out.Ref}
-		for _, pd := range out.Platforms {
-			refs = append(refs, repo.Digest(pd.String()))
-		}
-		for _, r := range refs {
-			if err := signing.Sign(ctx, r, p.key, p.remote...); err != nil {
-				return nil, err
-			}
-		}
-		out.Signed = true
-	}
 	arts, err := img.attachments(report)
 	if err != nil {
 		return nil, fmt.Errorf("attach to %s: %w", out.Ref, err)
 	}
+	if p.key != nil {
+		bundles, err := p.sign(ctx, out, img)
+		if err != nil {
+			return nil, err
+		}
+		arts = append(arts, bundles...)
+		out.Signed = true
+	}
+	oras, err := p.orasRepository(repo)
+	if err != nil {
+		return nil, fmt.Errorf("attach to %s: %w", out.Ref, err)
+	}
 	for _, a := range arts {
-		at, err := attach(ctx, repo, a, opts)
+		at, err := attach(ctx, oras, a)
 		if err != nil {
 			return nil, fmt.Errorf("attach %s to %s: %w", a.artifactType, out.Ref, err)
 		}

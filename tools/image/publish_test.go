@@ -33,7 +33,7 @@ func TestPublish(t *testing.T) {
 		repo := tg.repo(t, "ward/st-olaf")
 		report := Report{"report.html": []byte("<h1>st-olaf</h1>"), "metrics.json": []byte(`{"mae":812.5}`), "residuals.png": []byte("\x89PNG\r\n")}
 
-		pub := NewPublisher(WithRemote(tg.remote()...), WithSigner(key))
+		pub := NewPublisher(WithRegistry(tg.client), WithSigner(key))
 		res, err := pub.Publish(ctx, repo, img, report)
 		if err != nil {
 			t.Fatal(err)
@@ -78,7 +78,7 @@ func TestPublish(t *testing.T) {
 
 		// A second run with the same inputs: same digest, nothing uploaded.
 		tg.meter.Reset()
-		again, err := NewPublisher(WithRemote(tg.remote()...), WithSigner(key)).Publish(ctx, repo, build(t, testModel("st-olaf", "2026-11-30.1", 1234.5)), report)
+		again, err := NewPublisher(WithRegistry(tg.client), WithSigner(key)).Publish(ctx, repo, build(t, testModel("st-olaf", "2026-11-30.1", 1234.5)), report)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,8 +91,8 @@ func TestPublish(t *testing.T) {
 		if len(again.Attached) != len(res.Attached) {
 			t.Errorf("second run attached %d, first %d", len(again.Attached), len(res.Attached))
 		}
-		if refs, _ := Referrers(ctx, res.Ref, "", tg.remote()...); len(refs) != 2 {
-			t.Errorf("after the second run the index has %d referrers, want 2 (no duplicates)", len(refs))
+		if refs, _ := Referrers(ctx, res.Ref, "", tg.remote()...); len(refs) != 3 {
+			t.Errorf("after the second run the index has %d referrers, want 3 (no duplicates)", len(refs))
 		}
 	})
 }
@@ -108,7 +108,7 @@ func checkAttachments(t *testing.T, tg target, res *Published, img *Image) {
 	for _, d := range refs {
 		types[d.ArtifactType] = d
 	}
-	if len(refs) != 2 || types[ModelPackArtifactType].Digest.Hex == "" || types[ReportArtifactType].Digest.Hex == "" {
+	if len(refs) != 3 || types[ModelPackArtifactType].Digest.Hex == "" || types[ReportArtifactType].Digest.Hex == "" || types[signing.BundleMediaType].Digest.Hex == "" {
 		t.Fatalf("referrers of the index: %+v", refs)
 	}
 	only, err := Referrers(ctx, res.Ref, ModelPackArtifactType, tg.remote()...)
@@ -185,8 +185,8 @@ func TestVerifyRefuses(t *testing.T) {
 	eachRegistry(t, func(t *testing.T, tg target) {
 		ctx := context.Background()
 		key, otherKey := testKey(t), testKey(t)
-		signed := NewPublisher(WithRemote(tg.remote()...), WithSigner(key))
-		unsigned := NewPublisher(WithRemote(tg.remote()...))
+		signed := NewPublisher(WithRegistry(tg.client), WithSigner(key))
+		unsigned := NewPublisher(WithRegistry(tg.client))
 		repoA, repoB := tg.repo(t, "ward/a"), tg.repo(t, "ward/b")
 
 		a, err := signed.Publish(ctx, repoA, build(t, testModel("a", "v1", 1)), nil)
@@ -209,9 +209,9 @@ func TestVerifyRefuses(t *testing.T) {
 			t.Fatalf("the signed image: %v", err)
 		}
 		check("unsigned", u.Ref, &key.PublicKey, tg.remote(), signing.ErrUnsigned,
-			"not signed: there is no sha256-"+u.Ref.DigestStr()[7:]+".sig")
+			"not signed: there is no sha256-"+u.Ref.DigestStr()[7:]+".sig and no Sigstore bundle among its referrers")
 		check("another key", a.Ref, &otherKey.PublicKey, tg.remote(), signing.ErrWrongKey,
-			"none of its 1 signature(s) verifies with public key "+signing.Fingerprint(&otherKey.PublicKey))
+			"none of its 2 signature(s) verifies with public key "+signing.Fingerprint(&otherKey.PublicKey))
 
 		// A's signature copied onto the unsigned image: right key, wrong digest.
 		copySignature(t, tg, a.Ref, u.Ref)
@@ -231,7 +231,8 @@ func TestVerifyRefuses(t *testing.T) {
 		check("payload for another repository", inB, &key.PublicKey, tg.remote(), signing.ErrMismatch,
 			"it signs repository "+repoA.Name()+", not "+repoB.Name())
 
-		// An index signed without its platforms.
+		// An index signed without its platforms (cosign sign without
+		// --recursive): the index pins them, so they are covered.
 		p, err := unsigned.Publish(ctx, repoA, build(t, testModel("a", "v3", 3)), nil)
 		if err != nil {
 			t.Fatal(err)
@@ -239,8 +240,11 @@ func TestVerifyRefuses(t *testing.T) {
 		if err := signing.Sign(ctx, p.Ref, key, tg.remote()...); err != nil {
 			t.Fatal(err)
 		}
-		check("unsigned platform", p.Ref, &key.PublicKey, tg.remote(), signing.ErrUnsigned,
-			"platform manifest "+repoA.Name()+"@"+p.Platforms["linux/amd64"].String()+": not signed")
+		if v, err := Verify(ctx, p.Ref, &key.PublicKey, tg.remote()...); err != nil || len(v.Platforms) != 2 {
+			t.Errorf("an index signed alone: %v, %+v", err, v)
+		}
+		// ... but a platform manifest alone is not signed by it.
+		check("unsigned platform", p.Ref.Context().Digest(p.Platforms["linux/amd64"].String()), &key.PublicKey, tg.remote(), signing.ErrUnsigned, "not signed")
 
 		// A registry (or a proxy before it) that serves other bytes for
 		// the digest.
@@ -301,7 +305,7 @@ func TestPublishProgress(t *testing.T) {
 	defer srv.Close()
 	tg := newTarget("in-process", srv.Host)
 	var bar strings.Builder
-	if _, err := NewPublisher(WithRemote(tg.remote()...), WithProgress(&bar)).Publish(context.Background(), tg.repo(t, "ward/p"), build(t, testModel("p", "v1", 1)), nil); err != nil {
+	if _, err := NewPublisher(WithRegistry(tg.client), WithProgress(&bar)).Publish(context.Background(), tg.repo(t, "ward/p"), build(t, testModel("p", "v1", 1)), nil); err != nil {
 		t.Fatal(err)
 	}
 	out := bar.String()
@@ -314,13 +318,54 @@ func TestPublishProgress(t *testing.T) {
 func TestReadModel(t *testing.T) {
 	eachRegistry(t, func(t *testing.T, tg target) {
 		m := testModel("st-olaf", "v1", 1234.5)
-		res, err := NewPublisher(WithRemote(tg.remote()...)).Publish(context.Background(), tg.repo(t, "ward/st-olaf"), build(t, m), nil)
+		res, err := NewPublisher(WithRegistry(tg.client)).Publish(context.Background(), tg.repo(t, "ward/st-olaf"), build(t, m), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		got, err := ReadModel(context.Background(), res.Ref, tg.remote()...)
 		if err != nil || !bytes.Equal(got, m.Artifact) {
 			t.Fatalf("ReadModel = %d bytes, %v; want the %d bytes published", len(got), err, len(m.Artifact))
+		}
+	})
+}
+
+// --signature-format: legacy writes only the .sig tag, bundle only the
+// bundle referrer; ward verifies each, on both kinds of registry, and so
+// does the check that deploy and the agent make (ManifestVerifier).
+func TestSignatureFormats(t *testing.T) {
+	eachRegistry(t, func(t *testing.T, tg target) {
+		ctx := context.Background()
+		key := testKey(t)
+		for _, f := range []SignatureFormat{SignLegacy, SignBundle} {
+			res, err := NewPublisher(WithRegistry(tg.client), WithSigner(key), WithSignatureFormat(f)).
+				Publish(ctx, tg.repo(t, "ward/formats"), build(t, testModel("formats", "v-"+string(f), 1)), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			refs := []name.Digest{res.Ref}
+			for _, d := range res.Platforms {
+				refs = append(refs, res.Ref.Context().Digest(d.String()))
+			}
+			for _, r := range refs {
+				_, tagErr := remote.Head(signing.SignatureTag(r), tg.remote()...)
+				bundles, err := Referrers(ctx, r, signing.BundleMediaType, tg.remote()...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if (tagErr == nil) != (f == SignLegacy) || (len(bundles) == 1) != (f == SignBundle) {
+					t.Errorf("%s: %s: legacy tag %v, %d bundles", f, r, tagErr, len(bundles))
+				}
+				if err := signing.Verify(ctx, r, &key.PublicKey, tg.remote()...); err != nil {
+					t.Errorf("%s: %v", f, err)
+				}
+			}
+			img, err := ManifestVerifier(tg.client, &key.PublicKey)(ctx, res.Ref.String())
+			if err != nil || img.Version != "v-"+string(f) {
+				t.Errorf("%s: the agent's verifier: %+v, %v", f, img, err)
+			}
+			if _, err := ManifestVerifier(tg.client, &testKey(t).PublicKey)(ctx, res.Ref.String()); !errors.Is(err, signing.ErrWrongKey) {
+				t.Errorf("%s: the agent's verifier with another key: %v", f, err)
+			}
 		}
 	})
 }

@@ -33,6 +33,7 @@ func init() {
 		card, report         string
 		serverPkg, platforms string
 		sourceURL, revision  string
+		sigFormat            string
 	)
 	register(&Command{
 		Name:    "package",
@@ -42,9 +43,12 @@ func init() {
 (linux/amd64 and linux/arm64, built from --server-package unless --server
 gives prebuilt ones) and the model under /models/, on an empty base. Pushes
 it to WARD_REGISTRY/<the contract's image.repository>, tagged with the model
-version, signs the index and each platform in cosign's format with
-WARD_SIGNING_KEY, and attaches an SPDX SBOM of the server, a ModelPack
-manifest of the model and the training report. Prints one line per
+version, signs the index and each platform with WARD_SIGNING_KEY in
+cosign's formats (--signature-format: legacy, the sha256-<hex>.sig tag that
+cosign v2 and Flux read; bundle, the Sigstore bundle referrer that cosign v3
+writes; both, the default, for every verifier), and attaches, as OCI 1.1
+referrers through oras-go, an SPDX SBOM of the server, a ModelPack manifest
+of the model and the training report. Prints one line per
 hospital, REF@sha256:DIGEST: deploys use the digest.
 
 A model folder holds model.json, optionally MODEL_CARD.md and a report/
@@ -72,6 +76,7 @@ ward package --all --models .ward/models --output json`,
 			fs.StringVar(&sourceURL, "source", "", "source URL to record (default from GITHUB_SERVER_URL/GITHUB_REPOSITORY)")
 			fs.StringVar(&revision, "revision", "", "source revision to record (default GITHUB_SHA, else git rev-parse HEAD)")
 			fs.BoolVar(&force, "force", false, "package a model whose training gate failed (--all skips such models)")
+			fs.StringVar(&sigFormat, "signature-format", string(image.SignBoth), "cosign signature format: legacy, bundle or both")
 		},
 		Run: func(ctx context.Context, app *App, _ []string) error {
 			var jobs []packageJob
@@ -102,6 +107,10 @@ ward package --all --models .ward/models --output json`,
 				return exit.With(exit.Config, errors.New("give --hospital ID --model FILE, or --all --models DIR"))
 			}
 
+			format, err := image.ParseSignatureFormat(sigFormat)
+			if err != nil {
+				return exit.With(exit.Config, fmt.Errorf("--signature-format: %w", err))
+			}
 			client, err := registry.FromConfig(app.Config)
 			if err != nil {
 				return exit.With(exit.Config, err)
@@ -126,7 +135,7 @@ ward package --all --models .ward/models --output json`,
 			if r := revisionOf(ctx, revision); r != "" {
 				opts = append(opts, image.Revision(r))
 			}
-			pubOpts := []image.PublishOption{image.WithRemote(client.Remote(ctx)...), image.WithSigner(key)}
+			pubOpts := []image.PublishOption{image.WithRegistry(client), image.WithSigner(key), image.WithSignatureFormat(format)}
 			if logging.IsTerminal(app.Stderr) && !app.JSON() {
 				pubOpts = append(pubOpts, image.WithProgress(app.Stderr))
 			}

@@ -174,6 +174,7 @@ func TestPackageRefusesBadSetup(t *testing.T) {
 		{[]string{"package", "--model", model}, "give --hospital ID --model FILE, or --all --models DIR"},
 		{[]string{"package", "--hospital", "nowhere", "--model", model}, `hospital "nowhere": no nowhere/hospital.yaml`},
 		{[]string{"package", "--hospital", "st-olaf", "--model", model}, "no signing key: set WARD_SIGNING_KEY"},
+		{[]string{"package", "--hospital", "st-olaf", "--model", model, "--signature-format", "sigstore"}, `--signature-format: signature format "sigstore": want legacy`},
 	} {
 		code, _, errs := wardRun(t, env, c.args...)
 		if code != 2 || !strings.Contains(errs, c.want) {

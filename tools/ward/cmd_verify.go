@@ -23,12 +23,18 @@ func init() {
 		Name:    "verify",
 		Summary: "Check an image's signatures before it is deployed",
 		Usage:   "verify REF@sha256:DIGEST [--key PUB] [--output json]",
-		Help: `Checks that the image's manifest hashes to its digest, and that the
-index and each platform's manifest carry a signature by the public key
-(--key, else WARD_VERIFY_KEY) whose payload names this digest and this
-repository. Signatures made by cosign sign --key are accepted too. A
-reference by tag is refused: deploys pin digests. Exit code 1 when the image
-fails verification, 2 for usage, a missing key or an unreachable registry.`,
+		Help: `Checks that the image's manifest hashes to its digest, and that it
+carries a signature by the public key (--key, else WARD_VERIFY_KEY) that
+names this digest (and this repository, where the signature names one), in
+either of cosign's formats: the legacy sha256-<hex>.sig tag (cosign v2), or a
+Sigstore bundle (v0.3, a DSSE envelope of an in-toto statement, as cosign v3
+writes by default) among its OCI 1.1 referrers, from the referrers API or
+the sha256-<hex> fallback tag. A signed index covers the platform manifests
+it pins (cosign sign without --recursive); each must hash to its digest.
+Key-based, no transparency log, as cosign verify --key --insecure-ignore-tlog.
+A reference by tag is refused: deploys pin digests. Exit code 1 when the
+image fails verification, 2 for usage, a missing key or an unreachable
+registry.`,
 		Example: "ward verify registry.example.org/ward/st-olaf@sha256:4f1c... --key ward.pub",
 		Output:  true,
 		Flags: func(fs *flag.FlagSet) {

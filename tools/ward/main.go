@@ -110,12 +110,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 		return exit.OK
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "ward %s: %v\nRun 'ward %s --help' for usage.\n", c.Name, err, c.Name)
+		fmt.Fprintf(stderr, "ward %s: %v\nRun 'ward %s --help' for usage.\n", c.Name, config.Redact(err.Error()), c.Name)
 		return exit.Config
 	}
 	cfg, err := config.Load(cfgFlags, environ)
 	if err != nil {
-		fmt.Fprintf(stderr, "ward %s: %v\n", c.Name, err)
+		fmt.Fprintf(stderr, "ward %s: %v\n", c.Name, config.Redact(err.Error()))
 		return exit.Config
 	}
 	app := &App{
@@ -134,7 +134,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 		app.Output = *output
 	}
 	if err := c.Run(ctx, app, positional); err != nil {
-		fmt.Fprintf(stderr, "ward %s: %v\n", c.Name, err)
+		fmt.Fprintf(stderr, "ward %s: %v\n", c.Name, config.Redact(err.Error()))
 		return exit.Code(err)
 	}
 	return exit.OK
