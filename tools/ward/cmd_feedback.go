@@ -14,9 +14,9 @@ import (
 
 	"github.com/wardml/ward/internal/contract"
 	"github.com/wardml/ward/internal/exit"
+	"github.com/wardml/ward/models"
 	"github.com/wardml/ward/pipelines/feedback"
 	"github.com/wardml/ward/pipelines/feedback/report"
-	"github.com/wardml/ward/models"
 	"github.com/wardml/ward/pipelines/store"
 	"github.com/wardml/ward/tools/heal"
 	"github.com/wardml/ward/tools/image"
