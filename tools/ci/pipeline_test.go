@@ -90,6 +90,13 @@ var expr = regexp.MustCompile(`\$\{\{\s*([^}]*?)\s*\}\}`)
 func (r *runner) eval(s string, ctx map[string]string) string {
 	return expr.ReplaceAllStringFunc(s, func(m string) string {
 		e := strings.TrimSpace(expr.FindStringSubmatch(m)[1])
+		// A || 'default': the first that is not empty.
+		if first, alt, ok := strings.Cut(e, "||"); ok {
+			if v := r.eval("${{ "+strings.TrimSpace(first)+" }}", ctx); v != "" {
+				return v
+			}
+			return strings.Trim(strings.TrimSpace(alt), "'")
+		}
 		switch {
 		case strings.HasPrefix(e, "secrets."):
 			return r.secrets[strings.TrimPrefix(e, "secrets.")]

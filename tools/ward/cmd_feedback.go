@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -101,7 +103,7 @@ ward feedback --hospital st-olaf --models .ward/models --from 2025-07 --output j
 			fs.StringVar(&fromFlag, "from", "", "first month of predictions served, `YYYY-MM`")
 			fs.StringVar(&toFlag, "to", "", "last month of predictions served, `YYYY-MM`")
 			fs.BoolVar(&apply, "apply", false, "carry out the contracts' feedback policies: revert commits, retrain marks (needs WARD_MANIFEST_REPO)")
-			fs.IntVar(&maxRollbacks, "max-rollbacks", 1, "the most hospitals rolled back in one run; more degraded at once is an incident (`N`)")
+			fs.IntVar(&maxRollbacks, "max-rollbacks", -1, "the most hospitals rolled back in one run; more degraded at once is an incident (`N`; default the max_rollbacks setting, WARD_MAX_ROLLBACKS, 1)")
 			fs.StringVar(&author, "author", "", "author of the revert commits, `\"Name <email>\"` (default GIT_AUTHOR_NAME/EMAIL, else ward)")
 		},
 		Run: func(ctx context.Context, app *App, _ []string) error {
@@ -112,7 +114,12 @@ ward feedback --hospital st-olaf --models .ward/models --from 2025-07 --output j
 				return exit.With(exit.Config, errors.New("--apply: no manifest repo: set WARD_MANIFEST_REPO, where the rollbacks go"))
 			}
 			if maxRollbacks < 0 {
-				return exit.With(exit.Config, fmt.Errorf("--max-rollbacks %d: want 0 or more", maxRollbacks))
+				v := cmp.Or(app.Config.Get("max_rollbacks"), "1")
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 0 {
+					return exit.With(exit.Config, fmt.Errorf("max_rollbacks %q (WARD_MAX_ROLLBACKS or ward.yaml): want a whole number, 0 or more", v))
+				}
+				maxRollbacks = n
 			}
 			if all && len(ids) > 0 {
 				return exit.With(exit.Config, errors.New("give --hospital ID or --all, not both"))
