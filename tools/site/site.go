@@ -248,10 +248,12 @@ type indexRow struct {
 	ValidationMAE string
 	LiveMAE       string
 	Verdict       string
-	Degraded      bool
-	Drifted       bool
-	LastRollback  *rollbackView
-	Problem       string
+	// Judged is the version the verdict is about, when it is not the live one.
+	Judged       string
+	Degraded     bool
+	Drifted      bool
+	LastRollback *rollbackView
+	Problem      string
 }
 
 type rollbackView struct {
@@ -293,6 +295,9 @@ func (b *builder) row(h *contract.Hospital) indexRow {
 	if f := b.latest(); f != nil {
 		if fh := hospitalOf(f.Report, h.ID); fh != nil {
 			r.Verdict, r.Degraded, r.Drifted = fh.Verdict, fh.Degraded, fh.Drifted
+			if r.Live == nil || fh.Current != r.Live.Version {
+				r.Judged = fh.Current
+			}
 			if r.Live != nil {
 				if m := fh.Model(r.Live.Version); m != nil && m.Live.Count > 0 {
 					r.LiveMAE = page.Num(m.Live.MAE) + " (" + page.Count(m.Live.Count) + " cases)"

@@ -35,7 +35,7 @@ const templates = `
 {{if .Live}}<td>{{.Live.Version}}</td><td><code title="{{.Live.Digest}}">{{short .Live.Digest}}</code></td>{{else}}<td>-</td><td>-</td>{{end}}
 {{if .Since}}<td>{{when .Since.Time}}<br><small>{{.Since.Action}}</small></td><td><code>{{short .Since.Commit}}</code> {{.Since.Subject}}</td>{{else}}<td>-</td><td>{{if .Problem}}{{.Problem}}{{else}}-{{end}}</td>{{end}}
 <td>{{.ValidationMAE}}</td><td>{{.LiveMAE}}</td>
-<td>{{template "flags" .}}</td>
+<td>{{template "flags" .}}{{if .Judged}}<br><small>of {{.Judged}}, no longer live</small>{{end}}</td>
 <td>{{with .LastRollback}}{{when .Event.Time}}: {{if .Removed}}{{.Removed}} rolled back{{else}}a rollback{{end}} (<code>{{short .Event.Commit}}</code>)<br><small>{{.Reason}}</small>{{else}}-{{end}}</td>
 </tr>
 {{end}}</tbody>
