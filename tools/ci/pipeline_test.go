@@ -31,6 +31,7 @@ import (
 	"github.com/wardml/ward/pipelines/feedback/report"
 	"github.com/wardml/ward/pipelines/store"
 	"github.com/wardml/ward/serving"
+	"github.com/wardml/ward/tools/site/sitetest"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -530,6 +531,19 @@ func TestPipelineEndToEnd(t *testing.T) {
 	}
 	if !strings.Contains(r.log.String(), "::warning::feedback") || !strings.Contains(r.log.String(), `"incident: rollbacks held back"`) {
 		t.Errorf("the run does not warn of the incident")
+	}
+
+	// The run published the fleet view as an artifact: it opens clean in
+	// Chromium and shows every hospital and the rollbacks feedback made.
+	site := sitetest.Check(t, sitetest.Start(t), filepath.Join(r.artifacts, "site"), "pipeline-site-index")
+	index := site.Pages["index.html"].Text
+	for _, id := range ids {
+		if !strings.Contains(index, id) || !strings.Contains(index, live(id)) {
+			t.Errorf("the site's index does not show %s running %s:\n%s", id, live(id), index)
+		}
+	}
+	if !strings.Contains(index, "ward feedback: degraded, live MAE") {
+		t.Errorf("the site's index does not show feedback's rollback and its evidence:\n%s", index)
 	}
 }
 
