@@ -76,6 +76,7 @@ var Settings = []Setting{
 	{Key: "signing_password", Env: "WARD_SIGNING_PASSWORD", Secret: true, Help: "password of the signing key (else COSIGN_PASSWORD)"},
 	{Key: "verify_key", Env: "WARD_VERIFY_KEY", Flag: "verify-key", Kind: File, Help: "public key that image signatures must verify with"},
 	{Key: "agent_webhook_secret", Env: "WARD_AGENT_WEBHOOK_SECRET", Secret: true, Help: "secret that ward agent's refresh webhook (POST /agent/refresh) requires"},
+	{Key: "max_rollbacks", Env: "WARD_MAX_ROLLBACKS", Default: "1", Help: "the most hospitals ward feedback --apply rolls back in one run (more at once is an incident)"},
 	{Key: "log_format", Env: "WARD_LOG_FORMAT", Flag: "log-format", Default: "auto", Kind: LogFormat, Help: "auto (text on a terminal, else JSON), json or text"},
 	{Key: "log_level", Env: "WARD_LOG_LEVEL", Flag: "log-level", Default: "info", Kind: LogLevel, Help: "debug, info, warn or error"},
 }
@@ -95,6 +96,11 @@ var OtherEnv = map[string]bool{
 	"WARD_HASH_KEY":       true,
 	"WARD_HASH_KEY_FILE":  true,
 	"WARD_PREDICTIONS_DB": true,
+	// tools/ci/stage's.
+	"WARD_BIN":      true,
+	"WARD_MODELS":   true,
+	"WARD_FEEDBACK": true,
+	"WARD_SITE":     true,
 }
 
 // Source says where a value came from.

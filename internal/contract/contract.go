@@ -238,12 +238,40 @@ type Feedback struct {
 	Degradation *float64 `yaml:"degradation"`
 	// MinCases is the fewest joined cases before a verdict (default 50).
 	MinCases int `yaml:"min_cases"`
+	// OnDegraded is what ward feedback --apply does about a degraded
+	// current model: rollback (a revert commit), alert (exit code 4) or
+	// none (reported only). Default alert.
+	OnDegraded string `yaml:"on_degraded"`
+	// OnDrift is what it does about a drifted one: retrain (the next
+	// ward train takes the hospital first), alert or none. Default alert.
+	OnDrift string `yaml:"on_drift"`
 }
+
+// The feedback policies.
+const (
+	PolicyRollback = "rollback"
+	PolicyRetrain  = "retrain"
+	PolicyAlert    = "alert"
+	PolicyNone     = "none"
+)
 
 // Image says where the hospital's images go.
 type Image struct {
 	// Repository under WARD_REGISTRY; default "ward/<id>".
 	Repository string `yaml:"repository"`
+}
+
+// policy defaults a feedback policy to alert and checks it is act, alert
+// or none.
+func policy(p *string, key, act string) error {
+	switch *p {
+	case "":
+		*p = PolicyAlert
+	case act, PolicyAlert, PolicyNone:
+	default:
+		return fmt.Errorf("feedback: %s %q: want %s, %s or %s", key, *p, act, PolicyAlert, PolicyNone)
+	}
+	return nil
 }
 
 var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
@@ -503,6 +531,12 @@ func (h *Hospital) normalize() error {
 	}
 	if h.Feedback.MinCases == 0 {
 		h.Feedback.MinCases = 50
+	}
+	if err := policy(&h.Feedback.OnDegraded, "on_degraded", PolicyRollback); err != nil {
+		return err
+	}
+	if err := policy(&h.Feedback.OnDrift, "on_drift", PolicyRetrain); err != nil {
+		return err
 	}
 	if h.Image.Repository == "" {
 		h.Image.Repository = "ward/" + h.ID

@@ -21,6 +21,9 @@ func TestLoadExample(t *testing.T) {
 	if len(h.Hash) != 64 {
 		t.Fatalf("hash %q", h.Hash)
 	}
+	if h.Feedback.OnDegraded != PolicyAlert || h.Feedback.OnDrift != PolicyAlert {
+		t.Fatalf("feedback policies default to %q and %q; want alert", h.Feedback.OnDegraded, h.Feedback.OnDrift)
+	}
 	var names []string
 	for _, c := range h.InputColumns() {
 		names = append(names, c.Name)
@@ -86,6 +89,8 @@ func TestBadContracts(t *testing.T) {
 		{"bad gate metric", "metric: mae", "metric: r2", `gate: metric "r2"`},
 		{"target as feature", "{name: age, kind: numeric}", "{name: total_bill, kind: numeric}", "is the target"},
 		{"wrong value type", "min_cases: 50", "min_cases: fifty", "cannot unmarshal"},
+		{"retrain on degraded", "min_cases: 50", "min_cases: 50\n  on_degraded: retrain", `feedback: on_degraded "retrain": want rollback, alert or none`},
+		{"rollback on drift", "min_cases: 50", "min_cases: 50\n  on_drift: rollback", `feedback: on_drift "rollback": want retrain, alert or none`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

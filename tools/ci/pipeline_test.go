@@ -2,21 +2,36 @@ package ci
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
+	"io"
 	"io/fs"
+	"math"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/wardml/ward/internal/contract"
 	"github.com/wardml/ward/internal/testenv"
+	"github.com/wardml/ward/models"
+	"github.com/wardml/ward/pipelines/feedback"
+	"github.com/wardml/ward/pipelines/feedback/report"
+	"github.com/wardml/ward/pipelines/store"
+	"github.com/wardml/ward/serving"
+	"github.com/wardml/ward/tools/site/sitetest"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -67,6 +82,8 @@ type runner struct {
 	artifacts string
 	extraEnv  []string
 	log       strings.Builder
+	// summary is the file GITHUB_STEP_SUMMARY names, for every job.
+	summary string
 }
 
 var expr = regexp.MustCompile(`\$\{\{\s*([^}]*?)\s*\}\}`)
@@ -74,6 +91,13 @@ var expr = regexp.MustCompile(`\$\{\{\s*([^}]*?)\s*\}\}`)
 func (r *runner) eval(s string, ctx map[string]string) string {
 	return expr.ReplaceAllStringFunc(s, func(m string) string {
 		e := strings.TrimSpace(expr.FindStringSubmatch(m)[1])
+		// A || 'default': the first that is not empty.
+		if first, alt, ok := strings.Cut(e, "||"); ok {
+			if v := r.eval("${{ "+strings.TrimSpace(first)+" }}", ctx); v != "" {
+				return v
+			}
+			return strings.Trim(strings.TrimSpace(alt), "'")
+		}
 		switch {
 		case strings.HasPrefix(e, "secrets."):
 			return r.secrets[strings.TrimPrefix(e, "secrets.")]
@@ -229,7 +253,10 @@ func (r *runner) runJob(name string, wf workflow, ctx map[string]string, hospita
 		os.WriteFile(ghOut, nil, 0o600)
 		cmd := exec.Command("bash", "-e", "-o", "pipefail", "-c", st.Run)
 		cmd.Dir = ws
-		cmd.Env = append(os.Environ(), "GITHUB_ACTIONS=true", "GITHUB_ENV="+ghEnv, "GITHUB_OUTPUT="+ghOut, "RUNNER_TEMP="+r.t.TempDir())
+		if r.summary == "" {
+			r.summary = filepath.Join(r.t.TempDir(), "step_summary.md")
+		}
+		cmd.Env = append(os.Environ(), "GITHUB_ACTIONS=true", "GITHUB_ENV="+ghEnv, "GITHUB_OUTPUT="+ghOut, "RUNNER_TEMP="+r.t.TempDir(), "GITHUB_STEP_SUMMARY="+r.summary)
 		cmd.Env = append(cmd.Env, r.extraEnv...)
 		for _, env := range []map[string]string{wf.Env, job.Env, st.Env} {
 			for k, v := range env {
@@ -353,6 +380,8 @@ func TestPipelineEndToEnd(t *testing.T) {
 		}
 	}()
 	hospitals := filepath.Join(group, "hospitals")
+	// The group's policy: roll a degraded model back, retrain a drifted one.
+	setPolicy(t, hospitals, "  on_degraded: rollback\n  on_drift: retrain")
 	wardCmd([]string{"WARD_MANIFEST_REPO=" + remote}, "manifest", "init")
 
 	r.run("pipeline.yml", hospitals)
@@ -420,5 +449,317 @@ func TestPipelineEndToEnd(t *testing.T) {
 	json.Unmarshal([]byte(wardCmd(env, "history", "--hospital", "riverside", "--output", "json")), &tl)
 	if tl.Live.Version != v1["riverside"] {
 		t.Fatalf("a scheduled run re-deployed what was rolled back: riverside runs %s", tl.Live.Version)
+	}
+
+	// Feedback on schedule. No model has served yet: every run's feedback
+	// judged nothing and did nothing.
+	checkPlan(t, r.artifacts, map[string]string{"northgate": "", "riverside": "", "st-olaf": ""}, false)
+	f := &fleet{t: t, bin: bin, pg: pg, hospitals: hospitals, env: append(env, "WARD_SIGNING_KEY="+filepath.Join(keys, "ward.key"),
+		"WARD_VERIFY_KEY="+filepath.Join(keys, "ward.pub"))}
+	for _, dir := range []string{"artifacts", "artifacts2"} {
+		f.learn(filepath.Join(work, dir))
+	}
+	live := func(id string) string {
+		var tl struct{ Live struct{ Version string } }
+		json.Unmarshal([]byte(wardCmd(env, "history", "--hospital", id, "--output", "json")), &tl)
+		return tl.Live.Version
+	}
+	head := func() string { return strings.TrimSpace(testenv.Git(t, remote, "rev-parse", "main")) }
+
+	// A healthy fleet: each hospital's live model serves January's cases;
+	// the next run judges them healthy and changes nothing.
+	for _, id := range ids {
+		f.serve(id, live(id), "2025-01")
+	}
+	before := head()
+	r.artifacts = filepath.Join(work, "artifacts4")
+	r.run("pipeline.yml", hospitals)
+	checkPlan(t, r.artifacts, map[string]string{"northgate": "", "riverside": "", "st-olaf": ""}, false)
+	if after := head(); after != before {
+		t.Fatalf("a healthy fleet moved the manifest repo from %s to %s:\n%s", before, after, testenv.Git(t, remote, "log", "--format=%s", before+".."+after))
+	}
+
+	// A bad model reaches northgate (every bill halved) and serves; the
+	// scheduled feedback stage alone rolls it back, with its evidence.
+	good := live("northgate")
+	halved := f.ship("northgate", good, 0.5, "-halved")
+	f.serve("northgate", halved, "2025-01")
+	r.artifacts = filepath.Join(work, "artifacts5")
+	r.run("pipeline.yml", hospitals)
+	checkPlan(t, r.artifacts, map[string]string{"northgate": "done", "riverside": "", "st-olaf": ""}, false)
+	msg := testenv.Git(t, remote, "log", "-1", "--format=%B", "main")
+	for _, want := range []string{`Revert "deploy(northgate): ` + halved + `"`, "This reverts commit ", "Rolled back by ward feedback --apply",
+		"Ward-Verdict: degraded", "Ward-Live-MAE: ", "Ward-Validation-MAE: ", "Ward-Cases: ", "Ward-Window: ", "Ward-Version: " + good} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("the manifest repo's last commit is not feedback's revert of %s (no %q):\n%s", halved, want, msg)
+		}
+	}
+	if v := live("northgate"); v != good {
+		t.Fatalf("after the feedback stage, northgate runs %s; want %s back", v, good)
+	}
+	if sum := read(t, r.summary); !strings.Contains(sum, "## Feedback") || !strings.Contains(sum, "rolled back "+halved) {
+		t.Errorf("the job summary does not say what feedback did:\n%s", sum)
+	}
+
+	// A fleet-wide shock: a bad model at every hospital at once. The
+	// stage rolls back one (the limit a run), holds the others back and
+	// raises an incident.
+	for _, id := range ids {
+		bad := f.ship(id, live(id), 0.4, "-shock")
+		f.serve(id, bad, "2025-01")
+	}
+	before = head()
+	r.vars["WARD_MAX_ROLLBACKS"] = "1"
+	r.artifacts = filepath.Join(work, "artifacts6")
+	r.run("pipeline.yml", hospitals)
+	plan := checkPlan(t, r.artifacts, nil, true)
+	var done, declined int
+	for _, d := range plan.Decisions {
+		switch d.Rollback.Status {
+		case "done":
+			done++
+		case "declined":
+			declined++
+			if !d.Alert || !strings.Contains(d.Rollback.Reason, "fleet-wide fault") {
+				t.Errorf("%s held back without the incident's alert: %+v", d.Hospital, d)
+			}
+		}
+	}
+	reverts := strings.Count(testenv.Git(t, remote, "log", "--format=%s", before+"..main"), "Revert \"deploy(")
+	if done != 1 || declined != 2 || reverts != 1 || !strings.Contains(plan.Incident, "3 hospitals have a degraded model at once") {
+		t.Fatalf("a fleet-wide shock: %d rolled back, %d held back, %d reverts, incident %q; want 1, 2, 1 and an incident", done, declined, reverts, plan.Incident)
+	}
+	if !strings.Contains(r.log.String(), "::warning::feedback") || !strings.Contains(r.log.String(), `"incident: rollbacks held back"`) {
+		t.Errorf("the run does not warn of the incident")
+	}
+
+	// The run published the fleet view as an artifact: it opens clean in
+	// Chromium and shows every hospital and the rollbacks feedback made.
+	site := sitetest.Check(t, sitetest.Start(t), filepath.Join(r.artifacts, "site"), "pipeline-site-index")
+	index := site.Pages["index.html"].Text
+	for _, id := range ids {
+		if !strings.Contains(index, id) || !strings.Contains(index, live(id)) {
+			t.Errorf("the site's index does not show %s running %s:\n%s", id, live(id), index)
+		}
+	}
+	if !strings.Contains(index, "ward feedback: degraded, live MAE") {
+		t.Errorf("the site's index does not show feedback's rollback and its evidence:\n%s", index)
+	}
+}
+
+// setPolicy adds lines to the feedback section of every contract.
+func setPolicy(t *testing.T, hospitals, lines string) {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(hospitals, "*", "hospital.yaml"))
+	for _, f := range files {
+		b := read(t, f)
+		if !strings.Contains(b, "  min_cases: 50\n") {
+			t.Fatalf("%s has no feedback.min_cases to add the policy beside", f)
+		}
+		if err := os.WriteFile(f, []byte(strings.Replace(b, "  min_cases: 50\n", "  min_cases: 50\n"+lines+"\n", 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// checkPlan reads a run's feedback plan (the feedback job's artifact) and
+// checks each hospital's rollback status ("" for none; want nil: any),
+// that nothing else was done, and whether it alerted.
+func checkPlan(t *testing.T, artifacts string, want map[string]string, alert bool) *feedback.Plan {
+	t.Helper()
+	var p feedback.Plan
+	if err := json.Unmarshal([]byte(read(t, filepath.Join(artifacts, "feedback", report.PlanFile))), &p); err != nil {
+		t.Fatal(err)
+	}
+	alerted := false
+	for _, d := range p.Decisions {
+		alerted = alerted || d.Alert
+		if want == nil {
+			continue
+		}
+		got := ""
+		if d.Rollback != nil {
+			got = d.Rollback.Status
+		}
+		if got != want[d.Hospital] || d.Retrain != nil {
+			t.Errorf("%s: rollback %q, retrain %+v (%s); want rollback %q and no retrain", d.Hospital, got, d.Retrain, d.Summary, want[d.Hospital])
+		}
+	}
+	if alerted != alert {
+		t.Errorf("the plan alerts %v; want %v:\n%+v", alerted, alert, p)
+	}
+	return &p
+}
+
+// fleet is the hospitals' side of the test: their model servers, and a
+// hurried person who ships a bad model.
+type fleet struct {
+	t         *testing.T
+	bin, pg   string
+	hospitals string
+	env       []string
+	models    map[string]*models.Artifact // hospital/version
+}
+
+// learn reads the models of a run's artifacts.
+func (f *fleet) learn(dir string) {
+	arts, err := feedback.ReadModels(dir)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if f.models == nil {
+		f.models = map[string]*models.Artifact{}
+	}
+	for _, a := range arts {
+		f.models[a.Hospital+"/"+a.Version] = a
+	}
+}
+
+func (f *fleet) model(id, version string) *models.Artifact {
+	a := f.models[id+"/"+version]
+	if a == nil {
+		f.t.Fatalf("no model %s of %s", version, id)
+	}
+	return a
+}
+
+// ship packages and deploys a model of id made from version's with every
+// bill times factor, as ward package and ward deploy do in a hurry; it
+// returns its version.
+func (f *fleet) ship(id, version string, factor float64, suffix string) string {
+	f.t.Helper()
+	a := f.model(id, version)
+	data, _ := a.Encode()
+	bad, _ := models.Decode(data)
+	bad.Intercept += math.Log(factor)
+	bad.Version = version + suffix
+	if data, _ = bad.Encode(); data == nil {
+		f.t.Fatal("encode")
+	}
+	f.models[id+"/"+bad.Version] = bad
+	file := filepath.Join(f.t.TempDir(), "model.json")
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+	images := filepath.Join(f.t.TempDir(), "images.json")
+	out := f.ward("package", "--hospital", id, "--model", file, "--platform", "linux/"+runtime.GOARCH, "--output", "json")
+	if err := os.WriteFile(images, []byte(out), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+	f.ward("deploy", "--images", images)
+	return bad.Version
+}
+
+func (f *fleet) ward(args ...string) string {
+	f.t.Helper()
+	cmd := exec.Command(f.bin, args...)
+	cmd.Dir = root
+	cmd.Env = append(append(os.Environ(), f.env...), "SOURCE_DATE_EPOCH=1764504000")
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		f.t.Fatalf("ward %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String()
+}
+
+// serve runs the hospital's model server (the real one, in process) with
+// a model version, writing its predictions to the database as a server
+// may (--predictions-db), and sends it the cases of a month, as the
+// hospital's client does at pre-admission.
+func (f *fleet) serve(id, version, month string) {
+	t := f.t
+	t.Helper()
+	a := f.model(id, version)
+	hs, err := contract.LoadAll(f.hospitals)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := hs[slices.IndexFunc(hs, func(h *contract.Hospital) bool { return h.ID == id })]
+	data, _ := a.Encode()
+	file := filepath.Join(t.TempDir(), "model.json")
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	flags := serving.BindFlags(fs)
+	if err := fs.Parse([]string{"--model", file, "--listen", "127.0.0.1:0", "--watch", "0", "--id-field", h.Training.ID, "--predictions-db", f.pg}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := flags.Config(func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := serving.New(cfg, serving.WithStdout(io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+	defer func() {
+		stop()
+		if err := <-served; err != nil {
+			t.Errorf("the model server of %s: %v", id, err)
+		}
+	}()
+
+	st, err := store.Open(context.Background(), f.pg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	cases := st.Training(h)
+	col := func(name string) int {
+		return slices.IndexFunc(cases.Columns, func(c models.Column) bool { return c.Name == name })
+	}
+	at, caseID := col(h.Training.TimeColumn), col(h.Training.ID)
+	pick := make([]int, len(a.Inputs))
+	for i, c := range a.Inputs {
+		pick[i] = col(c.Name)
+	}
+	var batch []map[string]any
+	sent := 0
+	send := func() {
+		if len(batch) == 0 {
+			return
+		}
+		body, _ := json.Marshal(map[string]any{"instances": batch})
+		resp, err := http.Post("http://"+ln.Addr().String()+"/v1/predict", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		answer, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %s: %s", id, resp.Status, answer)
+		}
+		sent += len(batch)
+		batch = batch[:0]
+	}
+	for row, err := range cases.Rows(context.Background()) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if row[at].Null || row[at].Time(cases.Columns[at].Type).Format("2006-01") != month {
+			continue
+		}
+		in := make([]models.Value, len(pick))
+		for i, j := range pick {
+			in[i] = row[j]
+		}
+		req := models.JSONFields(a.Inputs, in)
+		req[h.Training.ID] = row[caseID].Format(cases.Columns[caseID].Type)
+		if batch = append(batch, req); len(batch) == 100 {
+			send()
+		}
+	}
+	send()
+	if sent < h.Feedback.MinCases {
+		t.Fatalf("%s: %d cases of %s sent, fewer than min_cases %d", id, sent, month, h.Feedback.MinCases)
 	}
 }

@@ -51,10 +51,12 @@ import (
 	"github.com/wardml/ward/pipelines/train"
 	trainreport "github.com/wardml/ward/pipelines/train/report"
 	"github.com/wardml/ward/tools/agent"
+	"github.com/wardml/ward/tools/heal"
 	"github.com/wardml/ward/tools/image"
 	"github.com/wardml/ward/tools/manifest"
 	"github.com/wardml/ward/tools/registry"
 	"github.com/wardml/ward/tools/signing"
+	"github.com/wardml/ward/tools/site"
 )
 
 // Options say where and how the demo runs.
@@ -179,7 +181,7 @@ func Run(ctx context.Context, o Options) (*Demo, *Summary, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	d := &Demo{o: o, start: time.Now(), steps: 14, agents: map[string]*running{}, v2: map[string]*train.Result{}}
+	d := &Demo{o: o, start: time.Now(), steps: 15, agents: map[string]*running{}, v2: map[string]*train.Result{}}
 	d.summary.Reports = map[string]string{}
 	err := d.run(ctx)
 	d.summary.Elapsed = time.Since(d.start)
@@ -232,6 +234,7 @@ func (d *Demo) run(ctx context.Context) error {
 			return s + "; " + a, err
 		}},
 		{"feedback", d.feedback},
+		{"site", d.site},
 	} {
 		if err := d.do(ctx, s.title, s.fn); err != nil {
 			return err
@@ -785,6 +788,25 @@ func (d *Demo) feedback(ctx context.Context) (string, error) {
 		s += fmt.Sprintf("; %s drifted: the next scheduled run retrains", strings.Join(drifted, ", "))
 	}
 	return s, nil
+}
+
+// site writes the fleet view of what the demo did (ward site).
+func (d *Demo) site(ctx context.Context) (string, error) {
+	ids := make([]string, len(d.hs))
+	for i, h := range d.hs {
+		ids[i] = h.ID
+	}
+	tls, err := heal.Histories(ctx, d.deployer, ids)
+	if err != nil {
+		return "", err
+	}
+	s, err := site.Write(d.path("site"), site.Input{Hospitals: d.hs, Timelines: tls,
+		Training: []string{d.path("models", "v1"), d.path("models", "v2"), d.path("models", "bad")}, Feedback: []string{d.path("feedback")}})
+	if err != nil {
+		return "", err
+	}
+	d.summary.Reports["site"] = s.Index
+	return fmt.Sprintf("%d pages, every hospital's history and reports: open %s", len(s.Pages), s.Index), nil
 }
 
 // finish fills the summary.

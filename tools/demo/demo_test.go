@@ -14,6 +14,7 @@ import (
 
 	"github.com/wardml/ward/internal/testenv"
 	"github.com/wardml/ward/tools/image"
+	"github.com/wardml/ward/tools/site/sitetest"
 )
 
 // The demo runs the whole loop to its summary: every hospital serves a
@@ -80,6 +81,34 @@ func TestDemoRunsTheLoop(t *testing.T) {
 	for what, file := range sum.Reports {
 		if st, err := os.Stat(file); err != nil || st.Size() == 0 {
 			t.Errorf("report %s: %s: %v", what, file, err)
+		}
+	}
+
+	// The fleet view of the demo, opened in a real Chromium: every page
+	// loads clean; the index shows every hospital and what it runs, and
+	// the rollback; each hospital's page every version it ran and each
+	// rollback.
+	site := sitetest.Check(t, sitetest.Start(t), filepath.Dir(sum.Reports["site"]), "demo-site-index")
+	index := site.Pages["index.html"].Text
+	for _, l := range sum.Hospitals {
+		if !strings.Contains(index, l.Hospital) || !strings.Contains(index, l.Version) || !strings.Contains(index, strings.TrimPrefix(l.Digest, "sha256:")[:12]) {
+			t.Errorf("the site's index does not show %s running %s (%s):\n%s", l.Hospital, l.Version, l.Digest, index)
+		}
+		tl, err := d.deployer.History(context.Background(), l.Hospital)
+		if err != nil {
+			t.Fatal(err)
+		}
+		page := site.Pages["hospitals/"+l.Hospital+".html"]
+		if page == nil {
+			t.Fatalf("the site has no page of %s", l.Hospital)
+		}
+		for _, e := range tl.Events {
+			if e.Release != nil && !strings.Contains(page.Text, e.Release.Version) || !strings.Contains(page.Text, e.Commit[:12]) {
+				t.Errorf("%s's page does not show %s %s:\n%s", l.Hospital, e.Action, e.Commit, page.Text)
+			}
+			if e.Action == "rollback" && (!strings.Contains(index, e.Commit[:12]) || !strings.Contains(index, "-halved rolled back")) {
+				t.Errorf("the index does not show %s's rollback %s:\n%s", l.Hospital, e.Commit, index)
+			}
 		}
 	}
 }

@@ -115,13 +115,20 @@ func deployMessage(r Release, forced *Rejection, downgrade string) string {
 
 // revertMessage is the message of a revert commit, in git's own form, with
 // the trailers of the release it restores (nil when it restores none).
-func revertMessage(target Event, restored *Release, id, previous string) string {
+func revertMessage(target Event, restored *Release, id, previous, note string, extra []Trailer) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\n\nThis reverts commit %s.\n\n", revertSubject(target.Subject), target.Commit)
+	if note = strings.TrimSpace(note); note != "" {
+		b.WriteString(note + "\n\n")
+	}
 	if restored == nil {
 		restored = &Release{Hospital: id}
 	}
 	writeTrailers(&b, *restored, previous)
+	for _, t := range extra {
+		// A trailer's value is one line: a newline would end the paragraph.
+		fmt.Fprintf(&b, "%s: %s\n", t.Key, strings.Join(strings.Fields(t.Value), " "))
+	}
 	return b.String()
 }
 

@@ -27,6 +27,11 @@ type Rollback struct {
 	// one live when it starts. As for Deployment.ExpectDigest, another
 	// one found, after a fetch too, commits nothing (ErrMoved).
 	ExpectDigest string
+	// Note is a paragraph the revert's message gives after git's "This
+	// reverts commit", and Trailers follow ward's own: why it was rolled
+	// back (ward feedback --apply puts its evidence there).
+	Note     string
+	Trailers []Trailer
 }
 
 // Rollback writes a true revert commit ("Revert \"<subject>\"", "This
@@ -66,7 +71,7 @@ func (r *Repo) Rollback(ctx context.Context, rb Rollback) (*Result, error) {
 			return res, nil
 		}
 		for _, ev := range targets {
-			if res.Release, err = r.revert(c, ev, rb.Hospital, rb.DryRun); err != nil {
+			if res.Release, err = r.revert(c, ev, rb, rb.DryRun); err != nil {
 				return nil, err
 			}
 		}
@@ -104,7 +109,8 @@ func rollbackTargets(t *Timeline, to string) ([]*Event, error) {
 
 // revert commits the inverse of ev's commit onto the checkout and returns
 // the release it restores.
-func (r *Repo) revert(c *checkout, ev *Event, id string, dryRun bool) (*Release, error) {
+func (r *Repo) revert(c *checkout, ev *Event, rb Rollback, dryRun bool) (*Release, error) {
+	id := rb.Hospital
 	commit, err := c.repo.CommitObject(plumbing.NewHash(ev.Commit))
 	if err != nil {
 		return nil, err
@@ -159,7 +165,7 @@ func (r *Repo) revert(c *checkout, ev *Event, id string, dryRun bool) (*Release,
 	if previous != nil {
 		prevDigest = previous.Digest
 	}
-	if _, err := r.commit(c, revertMessage(*ev, restored, id, prevDigest), dryRun); err != nil {
+	if _, err := r.commit(c, revertMessage(*ev, restored, id, prevDigest, rb.Note, rb.Trailers), dryRun); err != nil {
 		return nil, err
 	}
 	return restored, nil

@@ -3,12 +3,15 @@ package main
 import (
 	"context"
 	"crypto/ecdsa"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"runtime"
+	"slices"
+	"time"
 
 	"github.com/wardml/ward/internal/contract"
 	"github.com/wardml/ward/internal/exit"
@@ -26,11 +29,12 @@ func init() {
 		all            bool
 		out            string
 		parallel       int
+		list           bool
 	)
 	register(&Command{
 		Name:    "train",
 		Summary: "Train each hospital's model from the database: artifact, report with plots, gate",
-		Usage:   "train (--hospital ID ... | --all) --out DIR [--baseline FILE ...] [--parallel N] [--output json]",
+		Usage:   "train (--hospital ID ... | --all) (--out DIR | --list) [--baseline FILE ...] [--parallel N] [--output json]",
 		Help: `Reads each hospital's cases from the database (WARD_DATABASE), cleans them
 as its contract says, validates on the last window of time (split.validation),
 and fits a ridge model. Beside it the report shows the same model under a
@@ -50,6 +54,11 @@ to the image, and DIR/summary.json. A hospital that fails keeps what an earlier 
 wrote. A model whose gate failed is written all the same, marked failed in
 metrics.json and summary.json, for a person to look at.
 
+With --all, the hospitals that ward feedback --apply marked for retraining
+(their model drifted, and their contract says feedback.on_drift: retrain)
+come first, the oldest mark first; a hospital's mark is cleared once a model
+of it is trained. --list prints that order and trains nothing.
+
 Exit codes: 0 every model trained and passed its gate; 1 a hospital could not
 be trained (bad data: its error says what to do; the others are written);
 3 every model trained and a gate failed; 2 bad flags, contracts, baseline
@@ -66,9 +75,10 @@ ward train --all --out .ward/models --parallel 2 --output json`,
 			fs.StringVar(&out, "out", "", "output `DIR`")
 			fs.Var(&baselines, "baseline", "the model in production of a hospital, an artifact `FILE` (repeatable)")
 			fs.IntVar(&parallel, "parallel", runtime.NumCPU(), "hospitals read, fitted and rendered at once")
+			fs.BoolVar(&list, "list", false, "print the hospitals in the order they would be trained, as a JSON array (a CI matrix), and train nothing")
 		},
 		Run: func(ctx context.Context, app *App, _ []string) error {
-			if out == "" {
+			if out == "" && !list {
 				return exit.With(exit.Config, errors.New("--out: missing (the folder to write the models and reports to)"))
 			}
 			if all && len(ids) > 0 {
@@ -81,6 +91,28 @@ ward train --all --out .ward/models --parallel 2 --output json`,
 			selected, err := contract.Select(app.Config.Hospitals(), ids, all)
 			if err != nil {
 				return exit.With(exit.Config, err)
+			}
+			st, err := store.Open(ctx, app.Config.Database())
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			marks, err := st.RetrainMarks(ctx)
+			if err != nil {
+				return err
+			}
+			if all {
+				selected = retrainFirst(selected, marks)
+			}
+			if list {
+				names := make([]string, len(selected))
+				for i, h := range selected {
+					names[i] = h.ID
+				}
+				return app.Print(names, func(w io.Writer) {
+					b, _ := json.Marshal(names)
+					fmt.Fprintf(w, "%s\n", b)
+				})
 			}
 			opts := []train.Option{train.WithParallel(parallel)}
 			for _, f := range baselines {
@@ -99,19 +131,22 @@ ward train --all --out .ward/models --parallel 2 --output json`,
 					opts = append(opts, train.WithBaseline(a))
 				}
 			}
-			st, err := store.Open(ctx, app.Config.Database())
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-
 			names := make([]string, len(selected))
 			for i, h := range selected {
 				names[i] = h.ID
 			}
+			started := time.Now()
 			results, err := train.Run(ctx, st, group, names, opts...)
 			if err != nil {
 				return exit.With(exit.Config, err)
+			}
+			for _, r := range results {
+				if r.Err == nil && slices.ContainsFunc(marks, func(m store.RetrainMark) bool { return m.Hospital == r.Hospital }) {
+					if err := st.ClearRetrain(ctx, r.Hospital, started); err != nil {
+						return err
+					}
+					app.Log.Info("retrain mark cleared", "event.action", "train", "ward.hospital", r.Hospital, "ward.version", r.Version)
+				}
 			}
 			sum, werr := report.Write(out, results, report.WithParallel(parallel))
 			failed, gated := 0, 0
@@ -141,6 +176,23 @@ ward train --all --out .ward/models --parallel 2 --output json`,
 			return nil
 		},
 	})
+}
+
+// retrainFirst orders the hospitals that feedback marked for retraining
+// first, the oldest mark first, then the others as they were.
+func retrainFirst(hs []*contract.Hospital, marks []store.RetrainMark) []*contract.Hospital {
+	out := make([]*contract.Hospital, 0, len(hs))
+	for _, m := range marks {
+		if i := slices.IndexFunc(hs, func(h *contract.Hospital) bool { return h.ID == m.Hospital }); i >= 0 {
+			out = append(out, hs[i])
+		}
+	}
+	for _, h := range hs {
+		if !slices.Contains(out, h) {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // failedErrors are the errors of the hospitals that could not be trained

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wardml/ward/internal/exit"
 	"github.com/wardml/ward/pipelines/store"
@@ -163,5 +164,41 @@ func TestTrainCommand(t *testing.T) {
 		if code != exit.Config || !strings.Contains(stderr, c.want) {
 			t.Errorf("%v: exit %d, want %d and %q\n%s", c.args, code, exit.Config, c.want, stderr)
 		}
+	}
+}
+
+// A hospital that feedback marked for retraining comes first in --all (and
+// in --list, the CI's matrix); training it clears the mark.
+func TestTrainTakesMarkedHospitalsFirst(t *testing.T) {
+	contracts, db := trainGroup(t)
+	list := func() string {
+		t.Helper()
+		code, stdout, stderr := wardTrain(t, contracts, db, "--all", "--list")
+		if code != exit.OK {
+			t.Fatalf("--list: exit %d\n%s", code, stderr)
+		}
+		return strings.TrimSpace(stdout)
+	}
+	if got := list(); got != `["riverside","st-olaf"]` {
+		t.Fatalf("unmarked order %s", got)
+	}
+	s, err := store.Open(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.MarkRetrain(context.Background(), store.RetrainMark{Hospital: "st-olaf", Version: "v", Reason: "drift", At: time.Now().Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if got := list(); got != `["st-olaf","riverside"]` {
+		t.Fatalf("with st-olaf marked: %s; want it first", got)
+	}
+	code, stdout, stderr := wardTrain(t, contracts, db, "--all", "--out", t.TempDir(), "--output", "json")
+	var sum report.Summary
+	if code != exit.OK || json.Unmarshal([]byte(stdout), &sum) != nil || sum.Hospitals[0].Hospital != "st-olaf" || !strings.Contains(stderr, "retrain mark cleared") {
+		t.Fatalf("exit %d, %s\n%s", code, stdout, stderr)
+	}
+	if got := list(); got != `["riverside","st-olaf"]` {
+		t.Fatalf("after training: %s; want the mark cleared", got)
 	}
 }
