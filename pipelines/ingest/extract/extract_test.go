@@ -26,6 +26,7 @@ func stOlaf(t testing.TB) *contract.Hospital {
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.Reports.ShowValues = true // the tests name the values that fail
 	return h
 }
 
