@@ -35,7 +35,7 @@ type plainLimit struct {
 
 func (l *plainLimit) Read(p []byte) (int, error) {
 	if l.n > int64(l.max) {
-		return 0, overLimit("plaintext", l.max, "max_plaintext_bytes")
+		return 0, l.over()
 	}
 	if rest := int64(l.max) + 1 - l.n; int64(len(p)) > rest {
 		p = p[:rest]
@@ -43,9 +43,20 @@ func (l *plainLimit) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
 	l.n += int64(n)
 	if l.n > int64(l.max) {
-		return n, overLimit("plaintext", l.max, "max_plaintext_bytes")
+		return n, l.over()
 	}
 	return n, err
+}
+
+func (l *plainLimit) over() error {
+	return &QuarantineError{Reason: overLimit("plaintext", l.max, "max_plaintext_bytes").msg}
+}
+
+// LimitPlaintext caps a plaintext stream at h's max_plaintext_bytes, for
+// a reader other than Extractor (the prediction logs): over it, reading
+// fails with a *QuarantineError.
+func LimitPlaintext(r io.Reader, h *contract.Hospital) io.Reader {
+	return &plainLimit{r: r, max: h.Inbound.Limits.MaxPlaintextBytes}
 }
 
 // sealedSpool is a plaintext without random access (an OpenPGP stream)
