@@ -56,6 +56,7 @@ type result struct {
 	rows [][]models.Value
 	err  error
 	rep  *Report
+	x    *Extractor
 }
 
 func extract(t testing.TB, h *contract.Hospital, table, name string, r io.Reader, opts ...Option) result {
@@ -72,7 +73,7 @@ func extract(t testing.TB, h *contract.Hospital, table, name string, r io.Reader
 		}
 		res.rows = append(res.rows, row)
 	}
-	res.rep = x.Report()
+	res.rep, res.x = x.Report(), x
 	return res
 }
 

@@ -36,6 +36,8 @@ type keySet struct {
 	// sent a million times costs one read of the spill, not one per
 	// maxWaiting of its repeats.
 	repeats map[[2]uint64]int64
+	// settleReads counts the spill's bytes that settling read.
+	settleReads int64
 }
 
 // waitingRow is a row the filter could not clear.
@@ -172,6 +174,7 @@ func (k *keySet) settle(decide func(w waitingRow, first int64) error) error {
 		first[w.hash] = w.num
 	}
 	if err := k.each(func(h [2]uint64, n int64) {
+		k.settleReads += spillRecord
 		if f, ok := first[h]; ok && n < f {
 			first[h] = n
 		}
