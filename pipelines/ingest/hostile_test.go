@@ -264,6 +264,8 @@ func TestHostileParquetHugeCells(t *testing.T) {
 	r := newHostile(t, "")
 	type patient struct {
 		PatientID string  `parquet:"patient_id"`
+		BirthDate *int32  `parquet:"birth_date,date,optional"`
+		Note      *string `parquet:"note,optional"`
 		Weight    float64 `parquet:"weight"`
 	}
 	big := strings.Repeat("P", 200e6)
