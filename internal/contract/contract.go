@@ -41,6 +41,7 @@ type Hospital struct {
 	Serving    Serving    `yaml:"serving"`
 	Feedback   Feedback   `yaml:"feedback"`
 	Image      Image      `yaml:"image"`
+	Reports    Reports    `yaml:"reports"`
 
 	// Path is the file the contract was read from; Hash is the SHA-256 of
 	// its bytes (lineage of every model trained under it).
@@ -70,6 +71,8 @@ type Inbound struct {
 	// Predictions is the file pattern of the prediction logs the hospital
 	// drops beside its extracts (the server's JSON lines). Optional.
 	Predictions string `yaml:"predictions"`
+	// Limits bound the bytes one extract may decompress into.
+	Limits Limits `yaml:"limits"`
 }
 
 // Table is one table of the hospital's extracts.
@@ -93,6 +96,11 @@ type Table struct {
 	// Strict refuses a file with columns the contract does not name
 	// (default true); false ignores them.
 	Strict *bool `yaml:"strict"`
+	// Period is a regular expression whose one group finds the period
+	// an extract covers in its name (default DefaultPeriod): a late
+	// extract of an older period never replaces newer rows.
+	Period   string         `yaml:"period"`
+	periodRE *regexp.Regexp `yaml:"-"`
 }
 
 // Join links a table to another by columns of the same values.
@@ -578,7 +586,7 @@ func (in *Inbound) normalize(id string) error {
 			return fmt.Errorf("inbound: predictions pattern %q: %v", in.Predictions, err)
 		}
 	}
-	return nil
+	return in.Limits.normalize()
 }
 
 func (t *Table) normalize() error {
@@ -646,7 +654,7 @@ func (t *Table) normalize() error {
 			return fmt.Errorf("time_column: column %q is %s, want date or timestamp", t.TimeColumn, c.Type)
 		}
 	}
-	return nil
+	return t.normalizePeriod()
 }
 
 var identPattern = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)

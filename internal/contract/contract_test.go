@@ -139,3 +139,37 @@ func TestPeriods(t *testing.T) {
 		}
 	}
 }
+
+func TestLimitsAndPeriod(t *testing.T) {
+	for in, want := range map[string]ByteSize{"65536": 65536, "64KiB": 64 << 10, "1 GiB": 1 << 30, "100MB": 100e6, "0": 0} {
+		got, err := ParseByteSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseByteSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "-1", "1.5GiB", "lots", "99999999999TiB"} {
+		if _, err := ParseByteSize(bad); err == nil {
+			t.Errorf("ParseByteSize(%q): no error", bad)
+		}
+	}
+	if s := (64 << 20 * ByteSize(1)).String(); s != "64 MiB" {
+		t.Errorf("String = %q", s)
+	}
+	h, err := Load("testdata/st-olaf/hospital.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := h.Inbound.Limits; l.MaxPlaintextBytes != DefaultMaxPlaintextBytes || l.MaxCellBytes != DefaultMaxCellBytes || l.MaxPageBytes != DefaultMaxPageBytes {
+		t.Errorf("default limits: %+v", l)
+	}
+	if h.Reports.ShowValues {
+		t.Error("values shown by default")
+	}
+	tb := &h.Tables[0]
+	if p := tb.PeriodOf("x_2023-12.csv.gpg"); p != "2023-12" {
+		t.Errorf("PeriodOf = %q", p)
+	}
+	if p := tb.PeriodOf("x_correction.csv"); p != "" {
+		t.Errorf("PeriodOf = %q", p)
+	}
+}

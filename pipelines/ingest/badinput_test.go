@@ -135,7 +135,7 @@ func TestBadInputs(t *testing.T) {
 					return c
 				}))
 			},
-			`1 of 10 rows rejected (10.0%, over max_rejected_rows 5%); first: row 3: admitted_at "2024-13-01": not a date (want YYYY-MM-DD)`, false},
+			`1 of 10 rows rejected (10.0%, over max_rejected_rows 5%); first: row 3: admitted_at: not a date (want YYYY-MM-DD)`, false},
 		{"out-of-range value", "riverside", "cases_2024-03.csv.age",
 			func() []byte {
 				return ageSeal(t, g, casesCSV(10, func(i int, c []string) []string {
@@ -145,7 +145,7 @@ func TestBadInputs(t *testing.T) {
 					return c
 				}))
 			},
-			`first: row 7: age "150": above the maximum 110`, false},
+			`first: row 7: age: above the maximum 110`, false},
 		{"duplicate keys", "riverside", "cases_2024-03.csv.age",
 			func() []byte {
 				return ageSeal(t, g, casesCSV(10, func(i int, c []string) []string {
@@ -155,7 +155,7 @@ func TestBadInputs(t *testing.T) {
 					return c
 				}))
 			},
-			`first: row 5: case_id "C99-0000001": duplicate key: first seen in row 1`, false},
+			`first: row 5: case_id: duplicate key: first seen in row 1`, false},
 		{"empty file", "riverside", "cases_2024-03.csv.age",
 			func() []byte { return nil },
 			"empty file (0 bytes): not an age file", false},

@@ -89,6 +89,9 @@ type FileResult struct {
 	Loaded   int64 `json:"loaded"`
 	Replaced int64 `json:"replaced"`
 	Rejected int64 `json:"rejected"`
+	// Refused rows were good, but the database holds a newer row of
+	// their key (a late extract of an older period), which it kept.
+	Refused int64 `json:"refused,omitempty"`
 	// Duplicates are predictions recorded before, or repeated in the log.
 	Duplicates int64 `json:"duplicates,omitempty"`
 	// UnknownModels counts the predictions of each model version that ward
@@ -113,6 +116,9 @@ func (f FileResult) Message() string {
 		s := fmt.Sprintf("%s: loaded %d rows", name, f.Loaded+f.Replaced)
 		if f.Replaced > 0 {
 			s += fmt.Sprintf(" (%d replaced)", f.Replaced)
+		}
+		if f.Refused > 0 {
+			s += fmt.Sprintf(", %d refused (newer rows of their keys kept; see %s)", f.Refused, f.Report)
 		}
 		if f.Rejected > 0 {
 			s += fmt.Sprintf(", %d rejected (kept in %s)", f.Rejected, f.Rejects)
@@ -150,6 +156,8 @@ type HospitalResult struct {
 	Rows     int64 `json:"rows_loaded"`
 	Replaced int64 `json:"rows_replaced"`
 	Rejected int64 `json:"rows_rejected"`
+	// RowsRefused were good, but newer rows of their keys were kept.
+	RowsRefused int64 `json:"rows_refused,omitempty"`
 	// Duplicates and UnknownModels count predictions.
 	Duplicates    int64            `json:"duplicate_predictions,omitempty"`
 	UnknownModels map[string]int64 `json:"unknown_model_versions,omitempty"`
@@ -171,6 +179,7 @@ func (r *HospitalResult) add(f FileResult) {
 		r.Rows += f.Loaded + f.Replaced
 		r.Replaced += f.Replaced
 		r.Rejected += f.Rejected
+		r.RowsRefused += f.Refused
 		r.Duplicates += f.Duplicates
 		for v, n := range f.UnknownModels {
 			if r.UnknownModels == nil {
@@ -513,6 +522,9 @@ func (p *pipeline) done(r *HospitalResult, f FileResult) {
 		slog.String("ward.outcome", string(f.Outcome)), slog.Int64("ward.rows", f.Loaded+f.Replaced),
 		slog.Int64("ward.replaced", f.Replaced), slog.Int64("ward.rejected", f.Rejected),
 	}
+	if f.Refused > 0 {
+		attrs = append(attrs, slog.Int64("ward.refused", f.Refused))
+	}
 	if f.SHA256 != "" {
 		attrs = append(attrs, slog.String("file.hash.sha256", f.SHA256))
 	}
@@ -569,17 +581,26 @@ func (p *pipeline) file(ctx context.Context, hs *hospitalState, e *staging.Entry
 		var de *decrypt.Error
 		res.KeyError = errors.As(err, &de) && de.Key
 	case e.Table == "":
-		pr := newPredictionReader(plain, h, e.Name, rejects, hs.knownModels(ctx, p))
+		pr := newPredictionReader(extract.LimitPlaintext(plain, h), h, e.Name, rejects, hs.knownModels(ctx, p))
 		c, err = p.st.LoadPredictions(ctx, entry, pr.Rows(), store.WithRejected(func() int64 { return pr.rep.Rejected }))
 		rep = pr.Report()
 		res.UnknownModels = pr.unknown
 		res.Duplicates = pr.duplicates
 	default:
-		x := extract.New(plain, h, h.Table(e.Table), e.Name, p.extractOptions(ctx, hs, e, rejects)...)
-		c, err = p.st.Load(ctx, entry, h.Table(e.Table), x.Rows(), store.WithRejected(func() int64 { return x.Report().Rejected }))
+		t := h.Table(e.Table)
+		x := extract.New(plain, h, t, e.Name, p.extractOptions(ctx, hs, e, rejects)...)
+		opts := []store.LoadOption{store.WithRejected(func() int64 { return x.Report().Rejected }), store.WithPeriod(t.PeriodOf(e.Name))}
+		if h.IsCorrection(e.Name) {
+			opts = append(opts, store.WithReplace())
+		}
+		c, err = p.st.Load(ctx, entry, t, x.Rows(), opts...)
 		rep = x.Report()
+		if err == nil {
+			refused(x, rep, c, h)
+		}
 	}
 	rep.SHA256 = e.SHA256
+	rep.ShowValues = h.Reports.ShowValues
 	res.Rows, res.Rejected = rep.Rows, rep.Rejected
 	var ferr error
 	if rep.Rejects, ferr = rejects.Finish(); ferr != nil {
@@ -590,13 +611,13 @@ func (p *pipeline) file(ctx context.Context, hs *hospitalState, e *staging.Entry
 	var dup *store.DuplicateKeyError
 	switch {
 	case err == nil:
-		res.Outcome, res.Loaded, res.Replaced = Loaded, c.Inserted, c.Updated
+		res.Outcome, res.Loaded, res.Replaced, res.Refused = Loaded, c.Inserted, c.Updated, c.Refused
 		res.Duplicates += c.Duplicates
 		res.Rejects = rep.Rejects
 		if !h.IsCorrection(e.Name) {
 			hs.previous[res.Table] = rep.Rows
 		}
-		if rep.Rejected > 0 {
+		if rep.Rejected > 0 || rep.Refused > 0 {
 			res.Report = p.writeReport(rep, dir)
 		}
 		return res
@@ -605,7 +626,7 @@ func (p *pipeline) file(ctx context.Context, hs *hospitalState, e *staging.Entry
 	case rep.Verdict == extract.Quarantined:
 		res.Reason = rep.Reason
 	case errors.As(err, &dup):
-		rep.Verdict, rep.Reason = extract.Quarantined, dup.Error()
+		rep.Verdict, rep.Reason = extract.Quarantined, dupReason(dup, h)
 		res.Reason = rep.Reason
 	default:
 		// Not the file's fault: what it wrote of its rejected rows is of
@@ -622,6 +643,29 @@ func (p *pipeline) file(ctx context.Context, hs *hospitalState, e *staging.Entry
 		p.o.log.Error("ingest: ledger: "+err.Error(), "ward.hospital", h.ID, "ward.file", e.Name)
 	}
 	return res
+}
+
+// refused lists in the report the rows the load refused, by their rows
+// in the file.
+func refused(x *extract.Extractor, rep *extract.Report, c store.Counts, h *contract.Hospital) {
+	rep.Refused = c.Refused
+	t := h.Table(rep.Table)
+	for _, r := range c.RefusedRows {
+		rep.FailuresTotal++
+		if len(rep.Failures) < h.Thresholds.MaxErrors {
+			rep.Failures = append(rep.Failures, extract.Failure{Row: x.RowOf(r.Row), Column: strings.Join(t.Key, ","), Reason: r.String()})
+		}
+	}
+	rep.FailuresTotal += c.Refused - int64(len(c.RefusedRows))
+}
+
+// dupReason says which key a file repeats; the key's values (patient
+// data) only where the contract shows values.
+func dupReason(dup *store.DuplicateKeyError, h *contract.Hospital) string {
+	if h.Reports.ShowValues {
+		return dup.Error()
+	}
+	return fmt.Sprintf("a key (%s) appears more than once in the file: each key may appear once per file", strings.Join(dup.Columns, ", "))
 }
 
 func rejectsExt(table string) string {

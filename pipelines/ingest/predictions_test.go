@@ -63,7 +63,7 @@ func TestPredictionLogs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, want := range []string{"row 62: not a JSON object: unexpected end of JSON input", `row 63: ward.hospital "st-olaf": a prediction of another hospital, in the folder of riverside`} {
+		for _, want := range []string{"row 62: not a JSON object: unexpected end of JSON input", `row 63: ward.hospital: a prediction of another hospital, in the folder of riverside`} {
 			if !strings.Contains(string(report), want) {
 				t.Errorf("report lacks %q:\n%s", want, report)
 			}

@@ -23,10 +23,10 @@ type dialect interface {
 	// between processes; it is the first statement of their transaction.
 	lockSchema(ctx context.Context, tx *sql.Tx) error
 	// load puts a file's rows into its table inside tx, replacing rows
-	// with the same key, and counts what it inserted and replaced. file
-	// and at fill ward's columns. A file that repeats a key is a
+	// with the same key (unless spec keeps a newer one), and counts what
+	// it inserted, replaced and refused. A file that repeats a key is a
 	// *DuplicateKeyError.
-	load(ctx context.Context, conn *sql.Conn, tx *sql.Tx, def tableDef, file string, at time.Time, rows Rows) (Counts, error)
+	load(ctx context.Context, conn *sql.Conn, tx *sql.Tx, def tableDef, spec loadSpec, rows Rows) (Counts, error)
 	// isUnique reports whether err is a unique-constraint violation.
 	isUnique(err error) bool
 	// tryLock takes the hospital's lock if it is free. release gives it

@@ -27,6 +27,106 @@ type Counts struct {
 	Updated  int64 `json:"updated"`
 	// Duplicates are predictions whose request was already recorded.
 	Duplicates int64 `json:"duplicates"`
+	// Refused rows were not loaded: the table holds a newer row of their
+	// key (WithPeriod). RefusedRows lists the first maxRefusedListed.
+	Refused     int64     `json:"refused"`
+	RefusedRows []Refusal `json:"refused_rows,omitempty"`
+}
+
+// Refusal is a row that a newer row of its key kept out of the table.
+type Refusal struct {
+	// Row is the row's place in the stream Load read (from 1).
+	Row int64
+	// By is the name of the file the newer row came from, and Period
+	// that file's period.
+	By, Period string
+}
+
+func (r Refusal) String() string {
+	by := "an earlier file"
+	if r.By != "" {
+		by = r.By
+	}
+	if r.Period != "" {
+		by += " (period " + r.Period + ")"
+	}
+	return "refused: the database holds a newer row of this key, from " + by + ", and keeps it (a correction file replaces rows whatever their age)"
+}
+
+// maxRefusedListed bounds the refusals a load lists (it counts them all).
+const maxRefusedListed = 1000
+
+// loadSpec is what a dialect's load is told about the file.
+type loadSpec struct {
+	// file is its SHA-256, at when it is loaded; both fill ward's columns.
+	file string
+	at   time.Time
+	// period is the file's period ("" if its name has none); with
+	// keepNewer, a row whose key has a newer row in the table (by the
+	// table's time column, then by period) is refused.
+	period    string
+	keepNewer bool
+	hospital  string
+}
+
+// periodArg is a period as an SQL argument: none is NULL, which no
+// comparison holds for.
+func (l loadSpec) periodArg() any {
+	if l.period == "" {
+		return nil
+	}
+	return l.period
+}
+
+// newer is the SQL condition under which the table's row t is newer than
+// the file's row s (the staged row, or its key): a later time in the
+// table's time column, or the same time and a later period. arg is the
+// file's period.
+func newer(t *contract.Table, arg string) string {
+	byPeriod := fmt.Sprintf("t.%s > %s", periodColumn, arg)
+	if t.TimeColumn == "" {
+		return byPeriod
+	}
+	tc := quote(t.TimeColumn)
+	return fmt.Sprintf("(t.%s > s.%s OR (t.%s IS NOT DISTINCT FROM s.%s AND %s))", tc, tc, tc, tc, byPeriod)
+}
+
+// keysMatch joins t and s on the table's key.
+func keysMatch(t *contract.Table) string {
+	on := make([]string, len(t.Key))
+	for i, k := range t.Key {
+		on[i] = fmt.Sprintf("t.%s = s.%s", quote(k), quote(k))
+	}
+	return strings.Join(on, " AND ")
+}
+
+// refusals lists the rows that query finds (their place in the stream,
+// the period and file of the newer row), the first maxRefusedListed.
+func refusals(ctx context.Context, tx *sql.Tx, query string, args ...any) ([]Refusal, error) {
+	rows, err := tx.QueryContext(ctx, query+fmt.Sprintf(" LIMIT %d", maxRefusedListed), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Refusal
+	for rows.Next() {
+		var r Refusal
+		var period, by sql.NullString
+		if err := rows.Scan(&r.Row, &period, &by); err != nil {
+			return nil, err
+		}
+		r.Period, r.By = period.String, by.String
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// refusedSelect is the SELECT of refusals over the staged rows (or keys)
+// in from, with the newer rows' file names from the ledger.
+func refusedSelect(t *contract.Table, table, from, ord, arg, hospitalArg string) string {
+	return fmt.Sprintf(`SELECT s.%s, t.%s, (SELECT f.name FROM ward_files f WHERE f.hospital = %s AND f.sha256 = t.%s AND f.state = 'loaded')
+		FROM %s s JOIN %s t ON %s WHERE %s ORDER BY s.%s`,
+		ord, periodColumn, hospitalArg, fileColumn, from, quote(table), keysMatch(t), newer(t, arg), ord)
 }
 
 // DuplicateKeyError says that a file sends one key twice, so that which
@@ -59,8 +159,13 @@ func (s *Store) Load(ctx context.Context, f File, t *contract.Table, rows Rows, 
 	if err != nil {
 		return Counts{}, fmt.Errorf("load %s: %w", f, err)
 	}
+	var o loadOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	spec := loadSpec{file: f.SHA256, at: time.Now(), period: o.period, keepNewer: !o.replace, hospital: f.Hospital}
 	c, err := s.loadFile(ctx, f, func(conn *sql.Conn, tx *sql.Tx) (Counts, error) {
-		return s.d.load(ctx, conn, tx, def, f.SHA256, time.Now(), rows)
+		return s.d.load(ctx, conn, tx, def, spec, rows)
 	}, opts)
 	if err != nil {
 		return Counts{}, fmt.Errorf("load %s into %s: %w; nothing loaded", f, def.name, err)
@@ -73,7 +178,20 @@ type LoadOption func(*loadOptions)
 
 type loadOptions struct {
 	rejected func() int64
+	period   string
+	replace  bool
 }
+
+// WithPeriod gives the period the file covers (its name says it, by the
+// table's period pattern: contract.Table.PeriodOf). A row whose key the
+// table holds from a later period, or with a later time_column value, is
+// refused and the newer row kept (Counts.Refused); a row of the same or a
+// later period replaces. Without it, only the time column decides.
+func WithPeriod(period string) LoadOption { return func(o *loadOptions) { o.period = period } }
+
+// WithReplace makes every row replace the row of its key, whatever their
+// age: a correction file.
+func WithReplace() LoadOption { return func(o *loadOptions) { o.replace = true } }
 
 // WithRejected records, as the file's rejected rows, what rejected returns
 // once the rows have been read: a validator that streams the rows knows

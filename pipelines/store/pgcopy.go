@@ -130,7 +130,7 @@ func (e *copyEncoder) encodeNext(send bool) {
 		e.done = true
 		return
 	}
-	e.tuple = binary.BigEndian.AppendUint16(e.tuple[:0], uint16(len(e.cols)+2))
+	e.tuple = binary.BigEndian.AppendUint16(e.tuple[:0], uint16(len(e.cols)+3)) // and ward's: file, loaded at, period
 	for i, c := range e.cols {
 		e.tuple = appendField(e.tuple, c.Type, row[i])
 	}
@@ -139,12 +139,80 @@ func (e *copyEncoder) encodeNext(send bool) {
 		e.pending = append(e.pending, e.tuple...)
 	}
 	e.rows.write(e.tuple)
-	e.tuple = binary.BigEndian.AppendUint16(e.tuple[:0], uint16(len(e.keyIdx)))
+	e.tuple = binary.BigEndian.AppendUint16(e.tuple[:0], uint16(len(e.keyIdx)+1))
 	for _, k := range e.keyIdx {
 		e.tuple = appendField(e.tuple, e.cols[k].Type, row[k])
 	}
+	e.tuple = appendField(e.tuple, models.Int, models.Number(float64(e.n+1)))
 	e.keys.write(e.tuple)
 	e.n++
+}
+
+// tupleFilter passes a binary COPY stream on without the tuples whose
+// place in it (from 1) skip holds: the rows a load refused.
+type tupleFilter struct {
+	r    *bufio.Reader
+	skip map[int64]bool
+	n    int64
+	buf  []byte
+	head bool
+	done bool
+	err  error
+}
+
+func (f *tupleFilter) Read(p []byte) (int, error) {
+	for len(f.buf) == 0 && !f.done && f.err == nil {
+		f.err = f.next()
+	}
+	if len(f.buf) == 0 {
+		if f.err != nil {
+			return 0, f.err
+		}
+		return 0, io.EOF
+	}
+	n := copy(p, f.buf)
+	f.buf = f.buf[n:]
+	return n, nil
+}
+
+// next reads the next tuple (or the header, or the trailer) into buf,
+// leaving buf empty for a tuple it skips.
+func (f *tupleFilter) next() error {
+	f.buf = f.buf[:0]
+	if !f.head {
+		f.head = true
+		f.buf = append(f.buf, copyHeader...)
+		_, err := io.ReadFull(f.r, f.buf)
+		return err
+	}
+	var b [4]byte
+	if _, err := io.ReadFull(f.r, b[:2]); err != nil {
+		return err
+	}
+	f.buf = append(f.buf, b[:2]...)
+	fields := int16(binary.BigEndian.Uint16(b[:2]))
+	if fields < 0 {
+		f.done = true
+		return nil
+	}
+	for range fields {
+		if _, err := io.ReadFull(f.r, b[:4]); err != nil {
+			return err
+		}
+		f.buf = append(f.buf, b[:4]...)
+		if n := int32(binary.BigEndian.Uint32(b[:4])); n > 0 {
+			start := len(f.buf)
+			f.buf = slices.Grow(f.buf, int(n))[:start+int(n)]
+			if _, err := io.ReadFull(f.r, f.buf[start:]); err != nil {
+				return err
+			}
+		}
+	}
+	f.n++
+	if f.skip[f.n] {
+		f.buf = f.buf[:0]
+	}
+	return nil
 }
 
 // detach takes the rows back from COPY. When the connection dies, COPY

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"database/sql"
@@ -62,10 +63,12 @@ func (*postgres) lockSchema(ctx context.Context, tx *sql.Tx) error {
 // with or without ON CONFLICT, inserts row by row and took three times as
 // long). Most files bring new keys only, and are done then. A COPY that
 // meets a key already in the table is rolled back to its savepoint; the
-// rows, spooled to local disk as they went by, load again: their keys into
-// a temporary table, the table's rows with those keys deleted (the rows
-// the file replaces), and the rows COPYed from the spool.
-func (p *postgres) load(ctx context.Context, conn *sql.Conn, tx *sql.Tx, def tableDef, file string, at time.Time, rows Rows) (Counts, error) {
+// rows, spooled to local disk as they went by, load again: their keys
+// (with the time column and their place in the file) into a temporary
+// table, the keys whose table row is newer refused, the table's rows with
+// the other keys deleted (the rows the file replaces), and the rows
+// COPYed from the spool, without the refused ones.
+func (p *postgres) load(ctx context.Context, conn *sql.Conn, tx *sql.Tx, def tableDef, spec loadSpec, rows Rows) (Counts, error) {
 	t := def.table
 	rowSpool, err := newSpoolFile()
 	if err != nil {
@@ -78,16 +81,25 @@ func (p *postgres) load(ctx context.Context, conn *sql.Conn, tx *sql.Tx, def tab
 	}
 	defer keySpool.remove()
 	enc := &copyEncoder{ctx: ctx, cols: t.Columns, rows: rowSpool, keys: keySpool}
-	for _, k := range t.Key {
+	keyCols := slices.Clone(t.Key)
+	if t.TimeColumn != "" && !slices.Contains(keyCols, t.TimeColumn) {
+		keyCols = append(keyCols, t.TimeColumn)
+	}
+	for _, k := range keyCols {
 		enc.keyIdx = append(enc.keyIdx, slices.IndexFunc(t.Columns, func(c models.Column) bool { return c.Name == k }))
 	}
-	enc.ward = appendField(nil, models.String, models.Text(file))
-	enc.ward = appendField(enc.ward, models.Timestamp, timeValue(at))
+	period := models.Missing
+	if spec.period != "" {
+		period = models.Text(spec.period)
+	}
+	enc.ward = appendField(nil, models.String, models.Text(spec.file))
+	enc.ward = appendField(enc.ward, models.Timestamp, timeValue(spec.at))
+	enc.ward = appendField(enc.ward, models.String, period)
 	var stop func()
 	enc.next, stop = iter.Pull2(rows)
 	defer stop()
 
-	copyRows := fmt.Sprintf("COPY %s (%s, %s, %s) FROM STDIN BINARY", quote(def.name), quoteAll("", def.columnNames()), fileColumn, loadedColumn)
+	copyRows := fmt.Sprintf("COPY %s (%s, %s, %s, %s) FROM STDIN BINARY", quote(def.name), quoteAll("", def.columnNames()), fileColumn, loadedColumn, periodColumn)
 	if _, err := tx.ExecContext(ctx, "SAVEPOINT ward_copy"); err != nil {
 		return Counts{}, err
 	}
@@ -110,12 +122,11 @@ func (p *postgres) load(ctx context.Context, conn *sql.Conn, tx *sql.Tx, def tab
 	if err := enc.drain(); err != nil {
 		return Counts{}, err
 	}
-	keys := make([]string, len(t.Key))
-	on := make([]string, len(t.Key))
-	for i, k := range t.Key {
-		keys[i] = quote(k) + " " + p.sqlType(t.Column(k).Type)
-		on[i] = fmt.Sprintf("t.%s = k.%s", quote(k), quote(k))
+	keys := make([]string, 0, len(keyCols)+1)
+	for _, k := range keyCols {
+		keys = append(keys, quote(k)+" "+p.sqlType(t.Column(k).Type))
 	}
+	keys = append(keys, ordColumn+" bigint")
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf("CREATE TEMP TABLE %s (%s) ON COMMIT DROP", keysTable, strings.Join(keys, ", "))); err != nil {
 		return Counts{}, err
 	}
@@ -126,7 +137,34 @@ func (p *postgres) load(ctx context.Context, conn *sql.Conn, tx *sql.Tx, def tab
 	if _, err := copyIn(ctx, conn, r, fmt.Sprintf("COPY %s FROM STDIN BINARY", keysTable)); err != nil {
 		return Counts{}, err
 	}
-	res, err := tx.ExecContext(ctx, fmt.Sprintf("DELETE FROM %s AS t USING %s AS k WHERE %s", quote(def.name), keysTable, strings.Join(on, " AND ")))
+	var c Counts
+	skip := map[int64]bool{}
+	if spec.keepNewer {
+		if c.RefusedRows, err = refusals(ctx, tx, refusedSelect(t, def.name, keysTable, ordColumn, "$1::text", "$2"), spec.periodArg(), spec.hospital); err != nil {
+			return Counts{}, err
+		}
+		if len(c.RefusedRows) > 0 {
+			// Every refused row, not only those listed, is skipped.
+			refused, err := tx.QueryContext(ctx, fmt.Sprintf("DELETE FROM %s AS s USING %s AS t WHERE %s AND %s RETURNING s.%s",
+				keysTable, quote(def.name), keysMatch(t), newer(t, "$1::text"), ordColumn), spec.periodArg())
+			if err != nil {
+				return Counts{}, err
+			}
+			for refused.Next() {
+				var ord int64
+				if err := refused.Scan(&ord); err != nil {
+					refused.Close()
+					return Counts{}, err
+				}
+				skip[ord] = true
+			}
+			if err := refused.Close(); err != nil {
+				return Counts{}, err
+			}
+			c.Refused = int64(len(skip))
+		}
+	}
+	res, err := tx.ExecContext(ctx, fmt.Sprintf("DELETE FROM %s AS t USING %s AS s WHERE %s", quote(def.name), keysTable, keysMatch(t)))
 	if err != nil {
 		return Counts{}, err
 	}
@@ -136,6 +174,9 @@ func (p *postgres) load(ctx context.Context, conn *sql.Conn, tx *sql.Tx, def tab
 	}
 	if r, err = rowSpool.reader(); err != nil {
 		return Counts{}, err
+	}
+	if len(skip) > 0 {
+		r = &tupleFilter{r: bufio.NewReaderSize(r, 1<<16), skip: skip}
 	}
 	if _, err := tx.ExecContext(ctx, "SAVEPOINT ward_copy"); err != nil {
 		return Counts{}, err
@@ -151,7 +192,8 @@ func (p *postgres) load(ctx context.Context, conn *sql.Conn, tx *sql.Tx, def tab
 	if err != nil {
 		return Counts{}, err
 	}
-	return Counts{Inserted: n - replaced, Updated: replaced}, nil
+	c.Inserted, c.Updated = n-replaced, replaced
+	return c, nil
 }
 
 // keysTable holds a file's keys inside the load's transaction.

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/wardml/ward/internal/contract"
@@ -16,7 +17,14 @@ import (
 const (
 	fileColumn   = "_ward_file"
 	loadedColumn = "_ward_loaded_at"
+	// periodColumn is the period of the extract each row came from (its
+	// name says it: the table's period pattern), so that a late extract
+	// of an older period never replaces a newer row.
+	periodColumn = "_ward_period"
 )
+
+// periodCol is periodColumn as a column, for ward_columns.
+var periodCol = models.Column{Name: periodColumn, Type: models.String}
 
 // maxIdent is PostgreSQL's limit on an identifier, in bytes; a longer name
 // would be cut silently, and two tables could end up with one name.
@@ -129,6 +137,10 @@ func plan(def tableDef, reg registered) (create bool, add []models.Column, err e
 				c.Name, had, def.name, c.Type, c.Name, c.Type, c.FileHeader())
 		}
 	}
+	if _, ok := reg.types[periodColumn]; !ok {
+		// A table made before ward kept periods.
+		add = append(add, periodCol)
+	}
 	return false, add, nil
 }
 
@@ -179,7 +191,7 @@ func (s *Store) EnsureTable(ctx context.Context, hospital string, t *contract.Ta
 				def.name, hospital, t.Name, strings.Join(t.Key, ",")); err != nil {
 				return err
 			}
-			add = t.Columns
+			add = append(slices.Clone(t.Columns), periodCol)
 		} else {
 			for _, c := range add {
 				stmt := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", quote(def.name), quote(c.Name), s.d.sqlType(c.Type))
@@ -212,8 +224,8 @@ func (s *Store) createTable(def tableDef) string {
 		}
 		b.WriteString(", ")
 	}
-	fmt.Fprintf(&b, "%s TEXT NOT NULL, %s %s NOT NULL, PRIMARY KEY (%s))",
-		fileColumn, loadedColumn, s.d.sqlType(models.Timestamp), quoteAll("", def.table.Key))
+	fmt.Fprintf(&b, "%s TEXT NOT NULL, %s %s NOT NULL, %s %s, PRIMARY KEY (%s))",
+		fileColumn, loadedColumn, s.d.sqlType(models.Timestamp), periodColumn, s.d.sqlType(models.String), quoteAll("", def.table.Key))
 	return b.String()
 }
 

@@ -72,23 +72,45 @@ const stagingTable = "ward_load"
 // maxParams stays under SQLite's limit on the parameters of one statement.
 const maxParams = 32000
 
-// load stages the rows in a temporary table with batched inserts, then
-// upserts them into the table in one statement. Inserted rows are counted
-// by the table's growth. A staged row whose key a row of the same file
+// ordColumn numbers the staged rows in the order they came.
+const ordColumn = "_ward_ord"
+
+// load stages the rows in a temporary table with batched inserts, drops
+// those that a newer row of their key keeps out (refused), then upserts
+// the rest into the table in one statement. Inserted rows are counted by
+// the table's growth. A staged row whose key a row of the same file
 // already took is skipped by the upsert's WHERE, so the rows changed fall
 // short of the rows staged exactly when the file repeats a key.
-func (d *sqlite) load(ctx context.Context, _ *sql.Conn, tx *sql.Tx, def tableDef, file string, at time.Time, rows Rows) (Counts, error) {
+func (d *sqlite) load(ctx context.Context, _ *sql.Conn, tx *sql.Tx, def tableDef, spec loadSpec, rows Rows) (Counts, error) {
 	cols := def.table.Columns
-	defs := make([]string, len(cols))
+	defs := make([]string, len(cols), len(cols)+1)
 	for i, c := range cols {
 		defs[i] = quote(c.Name) + " " + d.sqlType(c.Type)
 	}
+	defs = append(defs, ordColumn+" INTEGER")
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf("CREATE TEMP TABLE %s (%s)", stagingTable, strings.Join(defs, ", "))); err != nil {
 		return Counts{}, err
 	}
 	staged, err := d.stage(ctx, tx, cols, rows)
 	if err != nil {
 		return Counts{}, err
+	}
+	var c Counts
+	if spec.keepNewer {
+		if c.RefusedRows, err = refusals(ctx, tx, refusedSelect(def.table, def.name, stagingTable, ordColumn, "$1", "$2"), spec.periodArg(), spec.hospital); err != nil {
+			return Counts{}, err
+		}
+		if len(c.RefusedRows) > 0 {
+			res, err := tx.ExecContext(ctx, fmt.Sprintf("DELETE FROM %s AS s WHERE EXISTS (SELECT 1 FROM %s t WHERE %s AND %s)",
+				stagingTable, quote(def.name), keysMatch(def.table), newer(def.table, "$1")), spec.periodArg())
+			if err != nil {
+				return Counts{}, err
+			}
+			if c.Refused, err = res.RowsAffected(); err != nil {
+				return Counts{}, err
+			}
+			staged -= c.Refused
+		}
 	}
 	count := "SELECT count(*) FROM " + quote(def.name)
 	var before, after int64
@@ -99,15 +121,15 @@ func (d *sqlite) load(ctx context.Context, _ *sql.Conn, tx *sql.Tx, def tableDef
 		return Counts{}, err
 	}
 	names := def.columnNames()
-	sets := make([]string, 0, len(names)+2)
-	for _, c := range append(names, fileColumn, loadedColumn) {
+	sets := make([]string, 0, len(names)+3)
+	for _, c := range append(names, fileColumn, loadedColumn, periodColumn) {
 		sets = append(sets, fmt.Sprintf("%s = excluded.%s", quote(c), quote(c)))
 	}
-	upsert := fmt.Sprintf(`INSERT INTO %s AS t (%s, %s, %s) SELECT %s, $1, $2 FROM %s WHERE true
+	upsert := fmt.Sprintf(`INSERT INTO %s AS t (%s, %s, %s, %s) SELECT %s, $1, $2, $3 FROM %s WHERE true
 		ON CONFLICT (%s) DO UPDATE SET %s WHERE t.%s IS NOT excluded.%s`,
-		quote(def.name), quoteAll("", names), fileColumn, loadedColumn, quoteAll("", names), stagingTable,
+		quote(def.name), quoteAll("", names), fileColumn, loadedColumn, periodColumn, quoteAll("", names), stagingTable,
 		quoteAll("", def.table.Key), strings.Join(sets, ", "), fileColumn, fileColumn)
-	res, err := tx.ExecContext(ctx, upsert, file, d.time(at))
+	res, err := tx.ExecContext(ctx, upsert, spec.file, d.time(spec.at), spec.periodArg())
 	if err != nil {
 		return Counts{}, err
 	}
@@ -127,17 +149,19 @@ func (d *sqlite) load(ctx context.Context, _ *sql.Conn, tx *sql.Tx, def tableDef
 	if _, err := tx.ExecContext(ctx, "DROP TABLE "+stagingTable); err != nil {
 		return Counts{}, err
 	}
-	return Counts{Inserted: after - before, Updated: changed - (after - before)}, nil
+	c.Inserted, c.Updated = after-before, changed-(after-before)
+	return c, nil
 }
 
 func (d *sqlite) stage(ctx context.Context, tx *sql.Tx, cols []models.Column, rows Rows) (int64, error) {
-	per := max(1, min(500, maxParams/len(cols)))
+	width := len(cols) + 1
+	per := max(1, min(500, maxParams/width))
 	batch, err := tx.PrepareContext(ctx, insertValues(stagingTable, cols, per))
 	if err != nil {
 		return 0, err
 	}
 	defer batch.Close()
-	args := make([]any, 0, per*len(cols))
+	args := make([]any, 0, per*width)
 	var n int64
 	for row, err := range rows {
 		if err := checkRow(n, row, err, cols); err != nil {
@@ -147,6 +171,7 @@ func (d *sqlite) stage(ctx context.Context, tx *sql.Tx, cols []models.Column, ro
 			args = append(args, d.arg(c.Type, row[i]))
 		}
 		n++
+		args = append(args, n)
 		if len(args) == cap(args) {
 			if _, err := batch.ExecContext(ctx, args...); err != nil {
 				return n, err
@@ -155,20 +180,22 @@ func (d *sqlite) stage(ctx context.Context, tx *sql.Tx, cols []models.Column, ro
 		}
 	}
 	if len(args) > 0 {
-		if _, err := tx.ExecContext(ctx, insertValues(stagingTable, cols, len(args)/len(cols)), args...); err != nil {
+		if _, err := tx.ExecContext(ctx, insertValues(stagingTable, cols, len(args)/width), args...); err != nil {
 			return n, err
 		}
 	}
 	return n, nil
 }
 
-// insertValues is an INSERT of rows rows.
+// insertValues is an INSERT of rows rows into the staging table: the
+// columns, then each row's place in the stream.
 func insertValues(table string, cols []models.Column, rows int) string {
-	names := make([]string, len(cols))
+	names := make([]string, len(cols), len(cols)+1)
 	for i, c := range cols {
 		names[i] = c.Name
 	}
-	one := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(cols)), ", ") + ")"
+	names = append(names, ordColumn)
+	one := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(names)), ", ") + ")"
 	return fmt.Sprintf("INSERT INTO %s (%s) VALUES %s", table, quoteAll("", names),
 		strings.TrimSuffix(strings.Repeat(one+", ", rows), ", "))
 }

@@ -56,13 +56,22 @@ func Start(t testing.TB, root string, opts ...sftpd.Option) *Server {
 // beside the files under Root, and records every path it is asked to
 // read. Without a Root, every folder holds just Extra, and every file
 // reads "0123456789" (the size it lists).
+//
+// With Endless, each file of Extra is listed with Size bytes (default 10)
+// and reads without end: a server that sends more than it listed.
 type Hostile struct {
-	Root  string
-	Extra []string
+	Root    string
+	Extra   []string
+	Endless bool
+	Size    int64
 
-	mu    sync.Mutex
-	paths []string
+	mu     sync.Mutex
+	paths  []string
+	served atomic.Int64
 }
+
+// Served is the bytes that endless files have sent so far.
+func (h *Hostile) Served() int64 { return h.served.Load() }
 
 // Handlers serves h; give them to sftpd.WithHandlers.
 func (h *Hostile) Handlers() sftp.Handlers {
@@ -98,8 +107,12 @@ func (h *Hostile) Filelist(r *sftp.Request) (sftp.ListerAt, error) {
 			}
 		}
 	}
+	size := int64(len(content))
+	if h.Endless && h.Size > 0 {
+		size = h.Size
+	}
 	for _, n := range h.Extra {
-		out = append(out, named(n))
+		out = append(out, named{n, size})
 	}
 	return out, nil
 }
@@ -108,6 +121,9 @@ func (h *Hostile) Fileread(r *sftp.Request) (io.ReaderAt, error) {
 	h.mu.Lock()
 	h.paths = append(h.paths, r.Filepath)
 	h.mu.Unlock()
+	if h.Endless && slices.Contains(h.Extra, filepath.Base(r.Filepath)) {
+		return endless{&h.served}, nil
+	}
 	if h.Root == "" {
 		return strings.NewReader(content), nil
 	}
@@ -132,11 +148,25 @@ func (l listing) ListAt(out []os.FileInfo, off int64) (int, error) {
 	return n, nil
 }
 
-// named is a listed file of Extra.
-type named string
+// endless reads bytes at every offset, never an end.
+type endless struct{ served *atomic.Int64 }
 
-func (f named) Name() string       { return string(f) }
-func (f named) Size() int64        { return int64(len(content)) }
+func (e endless) ReadAt(p []byte, off int64) (int, error) {
+	for i := range p {
+		p[i] = 'x'
+	}
+	e.served.Add(int64(len(p)))
+	return len(p), nil
+}
+
+// named is a listed file of Extra.
+type named struct {
+	name string
+	size int64
+}
+
+func (f named) Name() string       { return f.name }
+func (f named) Size() int64        { return f.size }
 func (f named) Mode() os.FileMode  { return 0o644 }
 func (f named) ModTime() time.Time { return time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC) }
 func (f named) IsDir() bool        { return false }

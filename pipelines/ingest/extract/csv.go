@@ -26,6 +26,10 @@ type decoder interface {
 	raw() []string
 	// line is the current row's first line in the file (0 if none).
 	line() int64
+	// width is the current row's number of cells, and cellSize the
+	// bytes of its cell i.
+	width() int
+	cellSize(i int) int
 }
 
 const csvBuffer = 64 << 10
@@ -124,6 +128,10 @@ func (d *csvDecoder) parse(i int, c *models.Column) (models.Value, *models.Field
 func (d *csvDecoder) raw() []string { return slices.Clone(d.rec) }
 
 func (d *csvDecoder) line() int64 { return d.ln }
+
+func (d *csvDecoder) width() int { return len(d.rec) }
+
+func (d *csvDecoder) cellSize(i int) int { return len(d.rec[i]) }
 
 var errTooLong = errors.New("record too long")
 

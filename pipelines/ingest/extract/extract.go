@@ -35,6 +35,7 @@ import (
 	"iter"
 	"math"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -50,17 +51,17 @@ import (
 // instead of filling memory.
 const DefaultMaxLineBytes = 1 << 20
 
-// DefaultMaxParquetBytes caps a Parquet file read into memory. Parquet needs
-// random access; an unencrypted or binary-age file has it from disk, while
-// an OpenPGP-encrypted one is decrypted into memory, never to disk.
-const DefaultMaxParquetBytes = 1 << 30
+// earlyStopRows is the fewest rows after which a file whose rejected rows
+// already exceed max_rejected_rows of the rows read so far stops being
+// read: a file of ten million bad rows is refused at once, not after
+// writing ten million rejected rows.
+const earlyStopRows = 10_000
 
 type config struct {
-	maxLine    int
-	maxParquet int64
-	rejects    io.Writer
-	previous   int64
-	newest     *time.Time
+	maxLine  int
+	rejects  io.Writer
+	previous int64
+	newest   *time.Time
 }
 
 // Option changes how a file is read and judged.
@@ -68,9 +69,6 @@ type Option func(*config)
 
 // WithMaxLineBytes sets the longest CSV record accepted.
 func WithMaxLineBytes(n int) Option { return func(c *config) { c.maxLine = n } }
-
-// WithMaxParquetBytes sets the largest Parquet file decrypted into memory.
-func WithMaxParquetBytes(n int64) Option { return func(c *config) { c.maxParquet = n } }
 
 // WithRejects writes each rejected row to w as CSV: the file's own cells
 // (as text), then ward_row and ward_reason. The header is written with the
@@ -103,7 +101,14 @@ type Extractor struct {
 	timeCol int
 	newest  float64
 	rej     *rejectWriter
+	// order maps the good rows, in the order Rows yields them, back to
+	// their rows in the file (RowOf).
+	order []rowRun
 }
+
+// rowRun is a run of good rows yielded in file order: the ord-th to the
+// (ord+n-1)-th yielded are the file's rows row to row+n-1.
+type rowRun struct{ ord, row, n int64 }
 
 // New prepares to read r, the plaintext of the file name of hospital h,
 // as table t (nil: the table whose pattern matches name).
@@ -111,11 +116,11 @@ func New(r io.Reader, h *contract.Hospital, t *contract.Table, name string, opts
 	if t == nil {
 		t = h.TableFor(name)
 	}
-	x := &Extractor{r: r, h: h, t: t, cfg: config{maxLine: DefaultMaxLineBytes, maxParquet: DefaultMaxParquetBytes}, timeCol: -1}
+	x := &Extractor{r: r, h: h, t: t, cfg: config{maxLine: DefaultMaxLineBytes}, timeCol: -1}
 	for _, o := range opts {
 		o(&x.cfg)
 	}
-	x.rep = Report{Hospital: h.ID, File: name, Failures: []Failure{}}
+	x.rep = Report{Hospital: h.ID, File: name, Failures: []Failure{}, ShowValues: h.Reports.ShowValues}
 	if t == nil {
 		return x
 	}
@@ -212,14 +217,17 @@ func (x *Extractor) run(yield func([]models.Value, error) bool) error {
 		return quarantine("no table of the contract matches the name %s", x.rep.File)
 	}
 	var dec decoder
+	lim := x.h.Inbound.Limits
 	switch x.rep.Format {
 	case "csv":
-		dec = newCSV(x.r, []rune(x.t.Delimiter)[0], x.cfg.maxLine)
+		dec = newCSV(&plainLimit{r: x.r, max: lim.MaxPlaintextBytes}, []rune(x.t.Delimiter)[0], x.cfg.maxLine)
 	case "parquet":
-		var err error
-		if dec, err = newParquet(x.r, x.cfg.maxParquet); err != nil {
+		pq, err := newParquet(x.r, lim)
+		if err != nil {
 			return x.fatal(err)
 		}
+		defer pq.close()
+		dec = pq
 	default:
 		return quarantine("cannot tell the format of %s: name it .csv or .parquet, or set format: in the contract's table %s", x.rep.File, x.t.Name)
 	}
@@ -244,18 +252,19 @@ func (x *Extractor) run(yield func([]models.Value, error) bool) error {
 	// and of the loader: two stages, on two cores.
 	batches := make(chan batch, 4)
 	done := make(chan struct{})
-	go parse(dec, idx, x.t.Columns, batches, done)
+	go parse(dec, hdr, idx, x.t.Columns, lim.MaxCellBytes, batches, done)
 	defer func() {
 		close(done)
 		for range batches {
 		}
 	}()
 	// accept passes a good row to the loader.
-	accept := func(row []models.Value) error {
+	accept := func(row []models.Value, num int64) error {
 		if x.timeCol >= 0 && !row[x.timeCol].Null && (x.rep.Good == 0 || row[x.timeCol].Num > x.newest) {
 			x.newest = row[x.timeCol].Num
 		}
 		x.rep.Good++
+		x.noteOrder(num)
 		if !yield(row, nil) {
 			return errStopped
 		}
@@ -269,16 +278,25 @@ func (x *Extractor) run(yield func([]models.Value, error) bool) error {
 				return fmt.Errorf("rejected rows: %w", err)
 			}
 		}
+		if th := x.h.Thresholds.MaxRejected(); x.rep.Rows >= earlyStopRows && float64(x.rep.Rejected) > th*float64(x.rep.Rows) {
+			r := &x.rep
+			return quarantine("%d of the first %d rows rejected (%.1f%%, over max_rejected_rows %g%%): stopped reading the file there; first: %s",
+				r.Rejected, r.Rows, 100*float64(r.Rejected)/float64(r.Rows), 100*th, x.first)
+		}
 		return nil
+	}
+	// duplicate rejects a row whose key row first has already.
+	duplicate := func(row []models.Value, num, line, first int64) error {
+		f := x.dupFailure(row, num, line, first)
+		return reject(fileOrder(row, idx, len(hdr), x.t.Columns), num, []string{x.fail(*f)})
 	}
 	// settle decides the rows the key check held back.
 	settle := func() error {
 		return x.keys.settle(func(w waitingRow, first int64) error {
 			if first == w.num {
-				return accept(w.row)
+				return accept(w.row, w.num)
 			}
-			f := x.dupFailure(w.row, w.num, w.line, first)
-			return reject(fileOrder(w.row, idx, len(hdr), x.t.Columns), w.num, []string{x.fail(*f)})
+			return duplicate(w.row, w.num, w.line, first)
 		})
 	}
 	var reasons []string
@@ -304,6 +322,12 @@ func (x *Extractor) run(yield func([]models.Value, error) bool) error {
 				return err
 			}
 			if !cleared {
+				if first, ok := x.keys.repeated(h); ok {
+					if err := duplicate(p.row, rowNum, p.line, first); err != nil {
+						return err
+					}
+					continue
+				}
 				if x.keys.wait(h, p.row, rowNum, p.line) {
 					if err := settle(); err != nil {
 						return err
@@ -311,7 +335,7 @@ func (x *Extractor) run(yield func([]models.Value, error) bool) error {
 				}
 				continue
 			}
-			if err := accept(p.row); err != nil {
+			if err := accept(p.row, rowNum); err != nil {
 				return err
 			}
 		}
@@ -358,14 +382,17 @@ type batch struct {
 const batchRows = 256
 
 // parse is the first stage: it reads rows and parses their cells until the
-// file ends, fails, or done is closed.
-func parse(dec decoder, idx []int, cols []models.Column, out chan<- batch, done <-chan struct{}) {
+// file ends, fails, or done is closed. A cell over maxCell stops the file.
+func parse(dec decoder, hdr []string, idx []int, cols []models.Column, maxCell contract.ByteSize, out chan<- batch, done <-chan struct{}) {
 	defer close(out)
 	var slab []models.Value
 	for {
 		b := batch{rows: make([]parsed, 0, batchRows)}
 		for len(b.rows) < batchRows {
 			rowErr, err := dec.next()
+			if err == nil {
+				err = checkCells(dec, hdr, maxCell)
+			}
 			if err != nil {
 				b.err = err
 				break
@@ -382,6 +409,11 @@ func parse(dec decoder, idx []int, cols []models.Column, out chan<- batch, done 
 			} else {
 				for j := range cols {
 					v, ferr := dec.parse(idx[j], &cols[j])
+					if ferr == nil && cols[j].Type == models.String && strings.IndexByte(v.Str, 0) >= 0 {
+						// PostgreSQL cannot store it in text, and SQLite
+						// would: refused alike on both.
+						v, ferr = models.Missing, &models.FieldError{Column: cols[j].Name, Value: v.Str, Reason: "contains a NUL byte (0x00), which a text column cannot hold"}
+					}
 					if ferr != nil {
 						p.fails = append(p.fails, Failure{Line: p.line, Column: ferr.Column, Value: ferr.Value, Reason: ferr.Reason})
 					}
@@ -402,6 +434,23 @@ func parse(dec decoder, idx []int, cols []models.Column, out chan<- batch, done 
 			return
 		}
 	}
+}
+
+// checkCells refuses a row with a cell over the limit, before any of its
+// cells is parsed, copied or written to a report.
+func checkCells(dec decoder, hdr []string, maxCell contract.ByteSize) error {
+	for i := range dec.width() {
+		if n := dec.cellSize(i); n > int(maxCell) {
+			name := strconv.Itoa(i + 1)
+			if i < len(hdr) {
+				name = strconv.Quote(hdr[i])
+			}
+			e := overLimit(fmt.Sprintf("column %s: a cell of %s,", name, contract.ByteSize(n)), maxCell, "max_cell_bytes")
+			e.row = true
+			return e
+		}
+	}
+	return nil
 }
 
 // fatal classifies an error that stops the file: what comes from the
@@ -435,6 +484,9 @@ type contentError struct {
 func (e *contentError) Error() string { return e.msg }
 
 func (x *Extractor) fail(f Failure) string {
+	// Cell values are patient data: by default only the encrypted
+	// rejected-rows file holds them.
+	f.Value = shownValue(f.Value, x.h.Reports.ShowValues)
 	x.rep.FailuresTotal++
 	if len(x.rep.Failures) < x.h.Thresholds.MaxErrors {
 		x.rep.Failures = append(x.rep.Failures, f)
@@ -526,6 +578,37 @@ func (x *Extractor) dupFailure(row []models.Value, rowNum, line, first int64) *F
 }
 
 var keySeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
+
+func (x *Extractor) noteOrder(row int64) {
+	ord := x.rep.Good
+	if n := len(x.order); n > 0 {
+		if last := &x.order[n-1]; last.ord+last.n == ord && last.row+last.n == row {
+			last.n++
+			return
+		}
+	}
+	x.order = append(x.order, rowRun{ord: ord, row: row, n: 1})
+}
+
+// RowOf is the row in the file (from 1) of the ord-th row that Rows
+// yielded (from 1), or 0 if it yielded fewer: a loader that refuses a
+// row it was given (a newer row of its key is in the database) names it
+// by its row.
+func (x *Extractor) RowOf(ord int64) int64 {
+	i, _ := slices.BinarySearchFunc(x.order, ord, func(r rowRun, ord int64) int {
+		switch {
+		case r.ord+r.n <= ord:
+			return -1
+		case r.ord > ord:
+			return 1
+		}
+		return 0
+	})
+	if i == len(x.order) || x.order[i].ord > ord {
+		return 0
+	}
+	return x.order[i].row + ord - x.order[i].ord
+}
 
 // fileChecks are the contract's file-level thresholds, run at the end.
 func (x *Extractor) fileChecks() error {

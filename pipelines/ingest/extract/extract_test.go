@@ -26,6 +26,7 @@ func stOlaf(t testing.TB) *contract.Hospital {
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.Reports.ShowValues = true // the tests name the values that fail
 	return h
 }
 
@@ -55,6 +56,7 @@ type result struct {
 	rows [][]models.Value
 	err  error
 	rep  *Report
+	x    *Extractor
 }
 
 func extract(t testing.TB, h *contract.Hospital, table, name string, r io.Reader, opts ...Option) result {
@@ -71,7 +73,7 @@ func extract(t testing.TB, h *contract.Hospital, table, name string, r io.Reader
 		}
 		res.rows = append(res.rows, row)
 	}
-	res.rep = x.Report()
+	res.rep, res.x = x.Report(), x
 	return res
 }
 

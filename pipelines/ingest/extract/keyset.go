@@ -32,6 +32,12 @@ type keySet struct {
 	w       *bufio.Writer
 	waiting []waitingRow
 	buf     [spillRecord]byte
+	// repeats are the keys found repeated, with their first row: a key
+	// sent a million times costs one read of the spill, not one per
+	// maxWaiting of its repeats.
+	repeats map[[2]uint64]int64
+	// settleReads counts the spill's bytes that settling read.
+	settleReads int64
 }
 
 // waitingRow is a row the filter could not clear.
@@ -54,6 +60,8 @@ const (
 	maxWaiting = 1 << 15
 	// spillRecord is a hash (16 bytes) and a row number (8).
 	spillRecord = 24
+	// maxRepeats bounds the repeated keys remembered (24 MiB of them).
+	maxRepeats = 1 << 20
 )
 
 func newKeySet(dir string) (*keySet, error) {
@@ -63,7 +71,7 @@ func newKeySet(dir string) (*keySet, error) {
 	}
 	// Unlinked at once: the spill dies with the process, whatever happens.
 	os.Remove(f.Name())
-	return &keySet{bloom: make([]uint64, minBloomWords), spill: f, w: bufio.NewWriterSize(f, 1<<16)}, nil
+	return &keySet{bloom: make([]uint64, minBloomWords), spill: f, w: bufio.NewWriterSize(f, 1<<16), repeats: map[[2]uint64]int64{}}, nil
 }
 
 // close releases the spill.
@@ -138,6 +146,12 @@ func (k *keySet) each(f func(h [2]uint64, num int64)) error {
 	}
 }
 
+// repeated returns the first row of a key already found repeated.
+func (k *keySet) repeated(h [2]uint64) (first int64, ok bool) {
+	first, ok = k.repeats[h]
+	return first, ok
+}
+
 // wait holds back a row the filter could not clear; full reports whether
 // it is time to settle the waiting rows.
 func (k *keySet) wait(h [2]uint64, row []models.Value, num, line int64) (full bool) {
@@ -160,6 +174,7 @@ func (k *keySet) settle(decide func(w waitingRow, first int64) error) error {
 		first[w.hash] = w.num
 	}
 	if err := k.each(func(h [2]uint64, n int64) {
+		k.settleReads += spillRecord
 		if f, ok := first[h]; ok && n < f {
 			first[h] = n
 		}
@@ -168,6 +183,11 @@ func (k *keySet) settle(decide func(w waitingRow, first int64) error) error {
 	}
 	waiting := k.waiting
 	k.waiting = nil
+	for _, w := range waiting {
+		if f := first[w.hash]; f != w.num && len(k.repeats) < maxRepeats {
+			k.repeats[w.hash] = f
+		}
+	}
 	for _, w := range waiting {
 		if err := decide(w, first[w.hash]); err != nil {
 			return err

@@ -81,3 +81,28 @@ func TestManyRepeatsSettleEarly(t *testing.T) {
 		}
 	}
 }
+
+// Issue 14.3: a file that repeats one key reads the key check's spill once
+// for that key, not once per maxWaiting of its repeats (which made 10M
+// copies of a row cost 70 s). The share of rejects is allowed here, so
+// the whole file is read.
+func TestRepeatedKeyReadsTheSpillOnce(t *testing.T) {
+	h := stOlaf(t)
+	all := 1.0
+	h.Thresholds.MaxRejectedRows = &all
+	const n = 200_000
+	var b bytes.Buffer
+	b.WriteString(casesHeader + "\n")
+	row := caseRow(1) + "\n"
+	for range n {
+		b.WriteString(row)
+	}
+	res := extract(t, h, "cases", "cases.csv", &b)
+	if res.err != nil || res.rep.Good != 1 || res.rep.Rejected != n-1 {
+		t.Fatalf("%d good, %d rejected, %v", res.rep.Good, res.rep.Rejected, res.err)
+	}
+	// One settle of the first maxWaiting rows, then none.
+	if got, bound := res.x.keys.settleReads, int64(2*maxWaiting*spillRecord); got > bound {
+		t.Fatalf("settling read %d bytes of the spill (of %d), want at most %d", got, n*spillRecord, bound)
+	}
+}

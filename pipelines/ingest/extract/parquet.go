@@ -1,6 +1,7 @@
 package extract
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/format"
 
+	"github.com/wardml/ward/internal/contract"
 	"github.com/wardml/ward/models"
 )
 
@@ -27,6 +29,7 @@ type parquetDecoder struct {
 	row   parquet.Row
 	types []parquet.Type
 	names []string
+	spool *sealedSpool
 }
 
 // randomAccess is a plaintext that can be read anywhere: a staged file on
@@ -36,9 +39,10 @@ type randomAccess interface {
 	Size() int64
 }
 
-func newParquet(r io.Reader, max int64) (d *parquetDecoder, err error) {
+func newParquet(r io.Reader, lim contract.Limits) (d *parquetDecoder, err error) {
 	var ra io.ReaderAt
 	var size int64
+	var sp *sealedSpool
 	switch f := r.(type) {
 	case randomAccess:
 		ra, size = f, f.Size()
@@ -49,23 +53,47 @@ func newParquet(r io.Reader, max int64) (d *parquetDecoder, err error) {
 		}
 		ra, size = f, fi.Size()
 	default:
-		// An OpenPGP stream has no random access: the plaintext is held in
-		// memory, never written to disk.
-		b, err := io.ReadAll(io.LimitReader(r, max+1))
-		if err != nil {
+		// An OpenPGP stream has no random access: it is spooled, sealed,
+		// to local disk. A file that does not even begin like Parquet is
+		// refused before a byte of it is spooled.
+		br := bufio.NewReader(r)
+		if head, _ := br.Peek(len(parquetMagic)); !bytes.Equal(head, parquetMagic) {
+			return nil, quarantine("not a valid Parquet file: it does not begin with PAR1")
+		}
+		if sp, err = spool(br, lim.MaxPlaintextBytes); err != nil {
 			return nil, err
 		}
-		if int64(len(b)) > max {
-			return nil, quarantine("a Parquet file over %s: too large to decrypt into memory (raise the limit, or send it as age or unencrypted, which ward reads in place)", byteCount(int(max)))
+		ra, size = sp, sp.Size()
+	}
+	d = &parquetDecoder{spool: sp, buf: make([]parquet.Row, 256)}
+	defer func() {
+		if err != nil {
+			d.close()
 		}
-		ra, size = bytes.NewReader(b), int64(len(b))
+	}()
+	if size > int64(lim.MaxPlaintextBytes) {
+		return d, overLimit(fmt.Sprintf("a Parquet file of %s,", contract.ByteSize(size)), lim.MaxPlaintextBytes, "max_plaintext_bytes")
+	}
+	if err := checkFooter(ra, size, lim.MaxPageBytes); err != nil {
+		return d, err
 	}
 	defer recoverCorrupt(&err)
-	f, err := parquet.OpenFile(ra, size)
+	f, err := parquet.OpenFile(ra, size, parquet.SkipPageIndex(true), parquet.SkipBloomFilters(true))
 	if err != nil {
-		return nil, quarantine("not a valid Parquet file: %v", err)
+		return d, quarantine("not a valid Parquet file: %v", err)
 	}
-	return &parquetDecoder{f: f, buf: make([]parquet.Row, 256)}, nil
+	if err := checkPages(f, ra, size, lim.MaxPageBytes); err != nil {
+		return d, err
+	}
+	d.f = f
+	return d, nil
+}
+
+// close releases the spool of a streamed plaintext.
+func (d *parquetDecoder) close() {
+	if d.spool != nil {
+		d.spool.Close()
+	}
 }
 
 // recoverCorrupt turns a panic inside parquet-go, which a corrupt file can
@@ -118,6 +146,16 @@ func (d *parquetDecoder) next() (rowErr error, err error) {
 }
 
 func (d *parquetDecoder) line() int64 { return 0 }
+
+func (d *parquetDecoder) width() int { return len(d.row) }
+
+func (d *parquetDecoder) cellSize(i int) int {
+	switch v := d.row[i]; v.Kind() {
+	case parquet.ByteArray, parquet.FixedLenByteArray:
+		return len(v.ByteArray())
+	}
+	return 8
+}
 
 func (d *parquetDecoder) raw() []string {
 	out := make([]string, len(d.row))

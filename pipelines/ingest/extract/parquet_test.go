@@ -51,6 +51,7 @@ func visits(t testing.TB) *contract.Hospital {
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.Reports.ShowValues = true // the tests name the values that fail
 	return h
 }
 
@@ -196,6 +197,7 @@ func TestParquetCorruptOrTooLarge(t *testing.T) {
 	if res.err == nil && res.rep.Rejected == 0 {
 		t.Fatalf("corrupt parquet went through clean")
 	}
-	extract(t, h, "visits", "visits.parquet", io.MultiReader(bytes.NewReader(data)), WithMaxParquetBytes(1000)).quarantined(t,
-		"a Parquet file over 1000 bytes: too large to decrypt into memory (raise the limit, or send it as age or unencrypted, which ward reads in place)")
+	h.Inbound.Limits.MaxPlaintextBytes = 1000
+	extract(t, h, "visits", "visits.parquet", io.MultiReader(bytes.NewReader(data))).quarantined(t,
+		"plaintext over 1000 bytes (the contract's inbound.limits.max_plaintext_bytes; raise it there if the file is genuine)")
 }

@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
+	"github.com/wardml/ward/internal/contract"
 	"github.com/wardml/ward/models"
 	"github.com/wardml/ward/pipelines/ingest/decrypt"
 )
@@ -78,6 +80,40 @@ type Report struct {
 	Checks []string `json:"checks,omitempty"`
 	// Rejects is the file of rejected rows, if any; the pipeline sets it.
 	Rejects string `json:"rejected_rows_file,omitempty"`
+	// Refused counts the good rows the loader refused (a newer row of
+	// their key was loaded before); their failures are listed.
+	Refused int64 `json:"refused,omitempty"`
+	// ShowValues lets the report quote failing cells (the contract's
+	// reports.show_values), capped; without it Write drops them.
+	ShowValues bool `json:"-"`
+}
+
+// shownValue is what a report may show of a cell: nothing, unless the
+// contract says so, and then at most contract.MaxShownValue bytes.
+func shownValue(v string, show bool) string {
+	if !show {
+		return ""
+	}
+	if len(v) <= contract.MaxShownValue {
+		return v
+	}
+	cut := contract.MaxShownValue
+	for cut > 0 && !utf8.RuneStart(v[cut]) {
+		cut--
+	}
+	return v[:cut] + "..."
+}
+
+// shown is the report as it may be written: each failure's value dropped
+// or capped (shownValue).
+func (r *Report) shown() *Report {
+	c := *r
+	c.Failures = make([]Failure, len(r.Failures))
+	for i, f := range r.Failures {
+		f.Value = shownValue(f.Value, r.ShowValues)
+		c.Failures[i] = f
+	}
+	return &c
 }
 
 // NewReport is the report of a file that failed before it could be read
@@ -111,6 +147,7 @@ func (r *Report) Summary() string {
 
 // Text renders the report for a person.
 func (r *Report) Text() string {
+	r = r.shown()
 	var b strings.Builder
 	line := func(k, v string) { fmt.Fprintf(&b, "%-9s %s\n", k, v) }
 	b.WriteString("ward ingest: validation report\n\n")
@@ -124,6 +161,9 @@ func (r *Report) Text() string {
 	}
 	line("verdict", r.Summary())
 	line("rows", fmt.Sprintf("%d read, %d good, %d rejected", r.Rows, r.Good, r.Rejected))
+	if r.Refused > 0 {
+		line("refused", fmt.Sprintf("%d rows: the database holds newer rows of their keys, which were kept", r.Refused))
+	}
 	for _, c := range r.Checks {
 		line("check", c)
 	}
@@ -144,10 +184,11 @@ func (r *Report) Text() string {
 }
 
 // Write writes the report as <dir>/<file>.validation.json and .txt (0600:
-// a report quotes the values that failed, which are patient data).
+// with reports.show_values a report quotes the values that failed, which
+// are patient data).
 func (r *Report) Write(dir string) (jsonFile, textFile string, err error) {
 	base := filepath.Join(dir, filepath.Base(r.File))
-	js, err := json.MarshalIndent(r, "", "  ")
+	js, err := json.MarshalIndent(r.shown(), "", "  ")
 	if err != nil {
 		return "", "", err
 	}

@@ -124,9 +124,15 @@ func (s *Store) Put(ctx context.Context, r io.Reader, m Meta) (*Entry, error) {
 	wb := &writeback{f: tmp}
 	defer wb.wait() // on the error paths, before the file is closed and removed
 	aw := newAsyncWriter(io.MultiWriter(wb, h))
-	n, err := io.Copy(aw, r)
+	// A server that sends more than it listed (without end, say) is cut
+	// off one byte past the listed size: staging never holds more.
+	cw := &capWriter{w: aw, left: m.Size + 1}
+	n, err := io.Copy(cw, r)
 	if cerr := aw.Close(); err == nil {
 		err = cerr
+	}
+	if errors.Is(err, errOverListed) {
+		return nil, fmt.Errorf("the server sent more than the %s it listed: the file changed or the server misbehaves; stopped there", byteSize(m.Size))
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -180,6 +186,28 @@ func (s *Store) Put(ctx context.Context, r io.Reader, m Meta) (*Entry, error) {
 		return nil, fmt.Errorf("staging: %w", err)
 	}
 	return e, nil
+}
+
+var errOverListed = errors.New("more bytes than listed")
+
+// capWriter takes at most left bytes, then fails. An SFTP file's WriteTo
+// (many reads in flight) stops at its first failed write.
+type capWriter struct {
+	w    io.Writer
+	left int64
+}
+
+func (c *capWriter) Write(p []byte) (int, error) {
+	over := int64(len(p)) > c.left
+	if over {
+		p = p[:c.left]
+	}
+	n, err := c.w.Write(p)
+	c.left -= int64(n)
+	if err == nil && over {
+		err = errOverListed
+	}
+	return n, err
 }
 
 // asyncWriter hands what is written to it, in 1 MiB pieces, to a
