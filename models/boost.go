@@ -38,7 +38,7 @@ type GBDT struct {
 }
 
 // DefaultGBDT is the setting a contract gets for what it leaves out.
-var DefaultGBDT = GBDT{LearningRates: []float64{0.1}, MaxTrees: 500, EarlyStop: 30, MaxLeaves: 31, MinLeaf: 20, L2: 1, Subsample: 1, Seed: 1, MaxBins: 255}
+var DefaultGBDT = GBDT{LearningRates: []float64{0.05, 0.1}, MaxTrees: 1000, EarlyStop: 30, MaxLeaves: 31, MinLeaf: 20, L2: 1, Subsample: 1, Seed: 1, MaxBins: 255}
 
 // WithDefaults fills the zero fields from DefaultGBDT.
 func (g GBDT) WithDefaults() GBDT {

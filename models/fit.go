@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"math"
 	"slices"
 	"strings"
 )
@@ -188,7 +189,15 @@ func Fit(spec Spec, train, valid Cases) (*Artifact, error) {
 		}
 		return k >= rows-innerRows
 	}
-	enc, err := ef.Encoder()
+	// A pooled family reads the cases as the pooled model does: with its
+	// encoder (less the hospital), so that a level this hospital has not
+	// seen yet but the pool has keeps what the pool learnt of it.
+	var enc *Encoder
+	if spec.Prior != nil && (family == FamilyRidgePooled || family == FamilyGBDTPooled) {
+		enc, err = spec.Prior.Encoder.withoutLast(spec.Inputs)
+	} else {
+		enc, err = ef.Encoder()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -466,7 +475,13 @@ func fitGBDT(spec *Spec, a *Artifact, train Cases, inner func(int, Case) bool) (
 			best, bestLR = r, lr
 		}
 	}
-	full := boost(p, bestLR, b, all, y, nil, nil, best.best)
+	// The refit sees a quarter or so more cases than the inner fit that
+	// chose the number of trees: it gets as many more trees.
+	rounds := best.best
+	if best.best > 0 {
+		rounds = max(1, int(math.Round(float64(best.best)*float64(all.n)/float64(tm.n))))
+	}
+	full := boost(p, bestLR, b, all, y, nil, nil, rounds)
 	in := &Artifact{Encoder: enc, Target: a.Target, Family: a.Family, Intercept: best.base, Forest: &Forest{LearningRate: bestLR, Trees: append([]Tree{}, best.trees...)}}
 	a.Lambda, a.Intercept, a.Training.Grid = p.L2, full.base, grid
 	a.Forest = &Forest{LearningRate: bestLR, Trees: append([]Tree{}, full.trees...)}

@@ -87,3 +87,13 @@ func (a *Artifact) forHospital(level string, own *Encoder) (reduced, error) {
 	}
 	return r, nil
 }
+
+// withoutLast is the encoder without its last feature (a pooled model's
+// hospital), over inputs.
+func (e *Encoder) withoutLast(inputs []Column) (*Encoder, error) {
+	out := &Encoder{Features: slices.Clone(e.Features[:len(e.Features)-1])}
+	if err := out.prepare(inputs); err != nil {
+		return nil, fmt.Errorf("the pooled model's encoder: %w", err)
+	}
+	return out, nil
+}
