@@ -114,7 +114,7 @@ func TestRender(t *testing.T) {
 		"Time split: trained on the ",
 		"## Time split vs random split", "The random split's MAE (",
 		"every choice (the ridge penalty, the learning rate and number of trees, the calibration shift, the family) was made on the inner validation",
-		"## Model choice", "ridge is the contract's only family", "| ridge | ", "| inner mae (chosen on) | validation MAE |",
+		"## Model choice", "Ridge is the contract's only family.", "| ridge | ", "| inner mae (chosen on) | validation MAE |",
 		"The same figures on the inner validation (",
 		"## Per-hospital vs pooled", "The pooled model is one ridge regression over the cases of riverside, st-olaf",
 		"## By segment", "### ward_class", "| A | ",
