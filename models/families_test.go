@@ -2,6 +2,7 @@ package models_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"math"
 	"slices"
 	"testing"
@@ -45,9 +46,22 @@ func pooledOf(spec models.Spec, hs map[string]hospital) (models.Spec, models.Cas
 
 // family fits one family for hospital "a" of a pool of two.
 func fitFamily(t *testing.T, family string, lambdas []float64) (*models.Artifact, *models.Artifact, hospital) {
+	return fitPoisoned(t, family, lambdas, 1)
+}
+
+// fitPoisoned fits as fitFamily, with every bill of the validation window
+// (the outer one: the cases from cutoff) multiplied by poison.
+func fitPoisoned(t *testing.T, family string, lambdas []float64, poison float64) (*models.Artifact, *models.Artifact, hospital) {
 	t.Helper()
 	spec, a := stOlaf(t)
 	b := genHospital(spec, 3000, 2)
+	for _, h := range []hospital{a, b} {
+		for i := range h.cases {
+			if !h.admitted[i].Before(cutoff) {
+				h.cases[i].Target.Num *= poison
+			}
+		}
+	}
 	ps, ptrain, pvalid := pooledOf(spec, map[string]hospital{"a": a, "b": b})
 	spec.Family = family
 	if lambdas != nil {
@@ -225,5 +239,35 @@ func TestGBDTLearnsWhatRidgeCannot(t *testing.T) {
 	ridge, gbdt := mae(models.FamilyRidge), mae(models.FamilyGBDT)
 	if gbdt > 0.3*ridge {
 		t.Errorf("gbdt MAE %v, ridge %v: want gbdt below 30%% of ridge", gbdt, ridge)
+	}
+}
+
+// The outer window is read once, after every choice: poisoning its bills
+// changes its figures and nothing else (penalty, trees, calibration, the
+// inner figures a family is chosen by, every parameter).
+func TestPoisonedValidationChangesNoChoice(t *testing.T) {
+	for _, family := range models.Families {
+		t.Run(family, func(t *testing.T) {
+			clean, _, _ := fitPoisoned(t, family, nil, 1)
+			poisoned, _, _ := fitPoisoned(t, family, nil, 1000)
+			if clean.Metrics["validation"].MAE == poisoned.Metrics["validation"].MAE {
+				t.Fatal("the poison did not reach the validation figures: the test cannot fail")
+			}
+			for _, a := range []*models.Artifact{clean, poisoned} {
+				delete(a.Metrics, "validation")
+				a.Version = ""
+			}
+			c, err := json.Marshal(clean)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := json.Marshal(poisoned)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(c, p) {
+				t.Errorf("poisoning the validation window changed the model or its inner figures")
+			}
+		})
 	}
 }
