@@ -36,6 +36,7 @@ var qualityFlags struct {
 	sparcs, python string
 	n              int
 	skipSpeed      bool
+	skipSPARCS     bool
 }
 
 func init() {
@@ -47,6 +48,7 @@ func init() {
 			fs.StringVar(&qualityFlags.python, "python", "/usr/bin/python3", "a Python with xgboost and sklearn (Debian's python3-xgboost, python3-sklearn)")
 			fs.IntVar(&qualityFlags.n, "n", 1_000_000, "synthetic training cases of the speed comparison")
 			fs.BoolVar(&qualityFlags.skipSpeed, "skip-speed", false, "only the SPARCS comparison")
+			fs.BoolVar(&qualityFlags.skipSPARCS, "skip-sparcs", false, "only the speed comparison")
 		},
 		Run: runQuality,
 	})
@@ -62,8 +64,10 @@ func runQuality(ctx context.Context) error {
 	if err := os.WriteFile(script, []byte(qualityPython), 0o644); err != nil {
 		return err
 	}
-	if err := sparcsQuality(ctx, dir, script); err != nil {
-		return err
+	if !qualityFlags.skipSPARCS {
+		if err := sparcsQuality(ctx, dir, script); err != nil {
+			return err
+		}
 	}
 	if qualityFlags.skipSpeed {
 		return nil
