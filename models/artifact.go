@@ -18,9 +18,6 @@ import (
 // FormatVersion is the artifact format this ward writes and reads.
 const FormatVersion = 1
 
-// Family is the model family of ridge regression artifacts.
-const Family = "ridge"
-
 // Artifact is a fitted model: one self-contained, versioned file that
 // package puts into the image and serving loads. Its encoding is
 // canonical (fields in a fixed order, map keys sorted, floats in their
@@ -40,20 +37,30 @@ type Artifact struct {
 	// Encoder holds the features and what they learned from the training
 	// rows (means, levels, years).
 	Encoder *Encoder `json:"encoder"`
-	// Lambda is the ridge penalty chosen on the validation window.
-	Lambda    float64 `json:"lambda"`
+	// Lambda is the ridge penalty chosen on the inner validation (the
+	// leaf penalty of a gbdt).
+	Lambda float64 `json:"lambda"`
+	// Intercept starts every prediction in the transformed space; the
+	// linear part (ridge families) and the trees (gbdt families) add to it.
 	Intercept float64 `json:"intercept"`
-	// Coefficients, one per encoded column, named as Encoder.Names.
+	// Coefficients, one per encoded column, named as Encoder.Names (ridge
+	// families; none for gbdt).
 	Coefficients []Coefficient `json:"coefficients"`
-	Calibration  *Calibration  `json:"calibration,omitempty"`
-	// Metrics are named sets: "validation" (always), and whatever training
-	// adds ("random_split", "pooled", ...).
+	// Forest holds the trees (gbdt families).
+	Forest      *Forest      `json:"forest,omitempty"`
+	Calibration *Calibration `json:"calibration,omitempty"`
+	// Metrics are named sets: "validation" (always: the outer window),
+	// "inner" (the inner model on the inner validation, which every choice
+	// was made on), and whatever training adds ("random_split", ...).
 	Metrics  map[string]Evaluation `json:"metrics"`
 	Training Training              `json:"training"`
 	Lineage  Lineage               `json:"lineage"`
 	Summary  Summary               `json:"summary"`
 
 	coef []float64
+	// inner is the model fitted without the inner validation, with the
+	// same choices (Fit's only; never encoded).
+	inner *Artifact
 }
 
 // Target is the column the model predicts and the transform it is fitted
@@ -102,9 +109,12 @@ type Training struct {
 	// number it was validated on; cases without a target are neither.
 	Rows           int `json:"rows"`
 	ValidationRows int `json:"validation_rows"`
+	// InnerRows is the training cases the inner validation held out.
+	InnerRows int `json:"inner_rows,omitempty"`
 	// MissingTarget counts the training cases skipped for lack of a target.
 	MissingTarget int `json:"missing_target,omitempty"`
-	// Grid is the validation RMSE (in the transformed space) of each lambda.
+	// Grid is the inner validation RMSE (in the transformed space) of
+	// each lambda, or of each learning rate at its best number of trees.
 	Grid []GridPoint `json:"grid"`
 }
 
@@ -151,8 +161,8 @@ func (a *Artifact) prepare() error {
 	if a.Version == "" {
 		fail("version: missing")
 	}
-	if a.Family != Family {
-		fail("family %q: want %q", a.Family, Family)
+	if !slices.Contains(Families, a.Family) {
+		fail("family %q: want one of %s", a.Family, strings.Join(Families, ", "))
 	}
 	if len(a.Inputs) == 0 {
 		fail("inputs: none")
@@ -216,10 +226,17 @@ func (a *Artifact) prepare() error {
 		}
 	}
 	want := a.Encoder.Names()
-	if len(a.Coefficients) != len(want) {
+	trees := a.Family == FamilyGBDT || a.Family == FamilyGBDTPooled
+	switch {
+	case trees && a.Forest == nil:
+		fail("forest: missing (family %s)", a.Family)
+	case !trees && a.Forest != nil:
+		fail("forest: family %s has none", a.Family)
+	case trees && len(a.Coefficients) > 0:
+		fail("coefficients: family %s has none", a.Family)
+	case !trees && len(a.Coefficients) != len(want):
 		fail("coefficients: %d, want %d (one per encoded column)", len(a.Coefficients), len(want))
-	} else {
-		a.coef = make([]float64, len(want))
+	default:
 		for i, c := range a.Coefficients {
 			if c.Name != want[i] {
 				fail("coefficients[%d]: name %q, want %q", i, c.Name, want[i])
@@ -227,7 +244,9 @@ func (a *Artifact) prepare() error {
 			if !finite(c.Value) {
 				fail("coefficients[%d] (%s): %v is not a finite number", i, c.Name, c.Value)
 			}
-			a.coef[i] = c.Value
+		}
+		if err := a.compile(); err != nil {
+			fail("%v", err)
 		}
 	}
 	if err := a.Summary.check(a.Encoder); err != nil {
@@ -403,6 +422,25 @@ func compareKeys(path string, have, want any, errs *[]error) {
 	}
 }
 
+// compile readies the fitted parameters to predict.
+func (a *Artifact) compile() error {
+	if len(a.Coefficients) > 0 {
+		a.coef = make([]float64, len(a.Coefficients))
+		for i, c := range a.Coefficients {
+			a.coef[i] = c.Value
+		}
+	}
+	if a.Forest != nil {
+		if a.Forest.Trees == nil {
+			a.Forest.Trees = []Tree{}
+		}
+		if err := a.Forest.prepare(a.Encoder.codes()); err != nil {
+			return fmt.Errorf("forest: %w", err)
+		}
+	}
+	return nil
+}
+
 // Prediction is a model's answer for one row.
 type Prediction struct {
 	// Value is the prediction in the target's unit (the bill).
@@ -433,8 +471,17 @@ func (a *Artifact) Predict(s *Sparse, row []Value) (Prediction, error) {
 		return Prediction{}, err
 	}
 	y := a.Intercept
-	for k, i := range s.Index {
-		y += float64(a.coef[i] * s.Value[k])
+	if a.coef != nil {
+		for k, i := range s.Index {
+			y += float64(a.coef[i] * s.Value[k])
+		}
+	}
+	if a.Forest != nil {
+		var err error
+		if s.dense, err = a.Encoder.Dense(s.dense, row); err != nil {
+			return Prediction{}, err
+		}
+		y = a.Forest.add(y, s.dense)
 	}
 	p, err := a.answer(y)
 	p.Unseen = s.Unseen

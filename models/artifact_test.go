@@ -101,7 +101,7 @@ func TestDecodeRejectsBadArtifacts(t *testing.T) {
 		{"feature on no input", edit(t, good, func(m map[string]any) {
 			obj(m, "encoder", "features", 0)["column"] = "height"
 		}), `feature age: column "height" is not an input`},
-		{"wrong family", edit(t, good, func(m map[string]any) { m["family"] = "forest" }), `family "forest": want "ridge"`},
+		{"wrong family", edit(t, good, func(m map[string]any) { m["family"] = "forest" }), `family "forest": want one of ridge, ridge-pooled, gbdt, gbdt-pooled`},
 		{"bad contract hash", edit(t, good, func(m map[string]any) { obj(m, "lineage")["contract"] = "abc" }), "lineage: contract \"abc\""},
 		{"no files", edit(t, good, func(m map[string]any) { obj(m, "lineage")["files"] = []any{} }), "lineage: files: none"},
 		{"shares", edit(t, good, func(m map[string]any) {

@@ -92,6 +92,12 @@ func (fit *EncoderFit) summary(e *Encoder) Summary {
 		f, st := &e.Features[i], &fit.stats[i]
 		switch f.Kind {
 		case Numeric:
+			if st.n == 0 {
+				// No value in these rows (a pooled model's encoder may
+				// hold a feature the hospital never fills).
+				s.Features = append(s.Features, FeatureSummary{Feature: f.Name, Shares: []float64{0}, Missing: 1})
+				continue
+			}
 			edges, shares := st.sample.deciles()
 			present := st.n / rows
 			for j := range shares {

@@ -88,7 +88,8 @@ type Sparse struct {
 	// is not a level the model knows and was encoded as "other".
 	Unseen []int
 
-	key []byte
+	key   []byte
+	dense []float64 // the tree features, for a forest
 }
 
 func (s *Sparse) reset() {

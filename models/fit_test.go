@@ -205,10 +205,15 @@ func TestFitCalibratesToTheTargetRate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := a.Metrics["validation"]
-	want := math.Floor(*spec.UnderRate*float64(v.Count)) / float64(v.Count)
-	if a.Calibration == nil || v.Calibrated == nil || v.Calibrated.UnderRate != want {
-		t.Fatalf("calibrated under rate %+v, want %v", v.Calibrated, want)
+	// The shift is fitted on the inner validation, where the rate is met
+	// exactly; the outer window, which it never saw, only comes near.
+	in, v := a.Metrics["inner"], a.Metrics["validation"]
+	want := math.Floor(*spec.UnderRate*float64(in.Count)) / float64(in.Count)
+	if a.Calibration == nil || in.Calibrated == nil || in.Calibrated.UnderRate != want {
+		t.Fatalf("inner calibrated under rate %+v, want %v", in.Calibrated, want)
+	}
+	if v.Calibrated == nil || math.Abs(v.Calibrated.UnderRate-*spec.UnderRate) > 0.08 {
+		t.Fatalf("outer calibrated under rate %+v, want near %v", v.Calibrated, *spec.UnderRate)
 	}
 	// Raw log-scale predictions sit near the median: under about half the
 	// time. The calibrated ones trade some MAE for fewer under-estimates.

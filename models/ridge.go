@@ -187,9 +187,13 @@ func (g *Gram) SSE(r Ridge) float64 {
 // GridPoint is one lambda of the grid: its validation RMSE in the
 // transformed target's space, or why it could not be fitted.
 type GridPoint struct {
-	Lambda float64  `json:"lambda"`
-	RMSE   *float64 `json:"rmse,omitempty"`
-	Error  string   `json:"error,omitempty"`
+	Lambda float64 `json:"lambda"`
+	// LearningRate and Trees: a gbdt's point of the grid, with the number
+	// of trees early stopping kept.
+	LearningRate float64  `json:"learning_rate,omitempty"`
+	Trees        int      `json:"trees,omitempty"`
+	RMSE         *float64 `json:"rmse,omitempty"`
+	Error        string   `json:"error,omitempty"`
 }
 
 // Choose fits a ridge for each lambda on train and keeps the one with the

@@ -191,11 +191,40 @@ type Range struct {
 
 // Model is the model family and its parameters.
 type Model struct {
-	// Family: ridge (the only one so far).
+	// Family: ridge (default), ridge-pooled, gbdt or gbdt-pooled.
 	Family string `yaml:"family"`
-	// Lambdas is the grid of ridge penalties; the best on the validation
-	// window wins. Default [0.01, 0.1, 1, 10, 100, 1000].
+	// Families are the candidates: each is fitted, and the one with the
+	// best inner-validation score on the gate's metric ships. Default
+	// [Family].
+	Families []string `yaml:"families"`
+	// Lambdas is the grid of ridge penalties; the best on the inner
+	// validation wins. Default [0.01, 0.1, 1, 10, 100, 1000].
 	Lambdas []float64 `yaml:"lambdas"`
+	// GBDT holds the gradient boosting settings (gbdt, gbdt-pooled).
+	GBDT GBDT `yaml:"gbdt"`
+}
+
+// GBDT is the boosting settings of a contract; a zero field takes
+// models.DefaultGBDT's value.
+type GBDT struct {
+	// LearningRates is the grid of shrinkages, chosen on the inner
+	// validation with the number of trees (early stopping).
+	LearningRates []float64 `yaml:"learning_rates"`
+	MaxTrees      int       `yaml:"max_trees"`
+	EarlyStop     int       `yaml:"early_stop"`
+	MaxLeaves     int       `yaml:"max_leaves"`
+	MaxDepth      int       `yaml:"max_depth"`
+	MinLeaf       int       `yaml:"min_leaf"`
+	L2            float64   `yaml:"l2"`
+	Subsample     float64   `yaml:"subsample"`
+	Seed          uint64    `yaml:"seed"`
+	MaxBins       int       `yaml:"max_bins"`
+}
+
+// Settings is the contract's boosting settings as models takes them.
+func (g GBDT) Settings() models.GBDT {
+	return models.GBDT{LearningRates: g.LearningRates, MaxTrees: g.MaxTrees, EarlyStop: g.EarlyStop, MaxLeaves: g.MaxLeaves, MaxDepth: g.MaxDepth,
+		MinLeaf: g.MinLeaf, L2: g.L2, Subsample: g.Subsample, Seed: g.Seed, MaxBins: g.MaxBins}.WithDefaults()
 }
 
 // Split says how the cases are split into training and validation.
@@ -477,7 +506,9 @@ func (h *Hospital) ModelSpec(cols []models.Column, lineage models.Lineage) (mode
 		Features:        tr.Features,
 		Target:          tr.Target,
 		TargetTransform: tr.TargetTransform,
+		Family:          tr.Model.Families[0],
 		Lambdas:         tr.Model.Lambdas,
+		GBDT:            tr.Model.GBDT.Settings(),
 		UnderRate:       tr.Calibration.UnderRate,
 		MinRows:         tr.MinRows,
 		Segments:        tr.Segments,
@@ -834,11 +865,26 @@ func (h *Hospital) normalizeTraining() error {
 			return err
 		}
 	}
-	if tr.Model.Family == "" {
-		tr.Model.Family = "ridge"
+	m := &tr.Model
+	switch {
+	case len(m.Families) == 0 && m.Family == "":
+		m.Families = []string{models.FamilyRidge}
+	case len(m.Families) == 0:
+		m.Families = []string{m.Family}
+	case m.Family != "" && !slices.Contains(m.Families, m.Family):
+		return fmt.Errorf("model: family %q is not among families %v: give one or the other", m.Family, m.Families)
 	}
-	if tr.Model.Family != "ridge" {
-		return fmt.Errorf("model: family %q: want ridge", tr.Model.Family)
+	m.Family = m.Families[0]
+	for i, f := range m.Families {
+		if !slices.Contains(models.Families, f) {
+			return fmt.Errorf("model: families[%d]: %q: want one of %s", i, f, strings.Join(models.Families, ", "))
+		}
+		if slices.Index(m.Families, f) != i {
+			return fmt.Errorf("model: families[%d]: %q is listed twice", i, f)
+		}
+	}
+	if err := m.GBDT.Settings().Check(); err != nil {
+		return fmt.Errorf("model: gbdt: %w", err)
 	}
 	if len(tr.Model.Lambdas) == 0 {
 		tr.Model.Lambdas = []float64{0.01, 0.1, 1, 10, 100, 1000}

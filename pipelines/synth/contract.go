@@ -18,6 +18,9 @@ type contractSpec struct {
 	format     string // csv or parquet
 	delimiter  rune
 	signedBy   string // file beside the contract, or ""
+	// families: the model families the contract lists (the nonlinear
+	// shape lists all, so that training picks among them); nil: ridge.
+	families []string
 }
 
 // delimiters: the hospitals whose CSV extracts use another delimiter than
@@ -65,7 +68,11 @@ func contractYAML(s contractSpec) []byte {
 			w("      - %s", columnYAML(c))
 		}
 	}
-	b.WriteString(contractRest)
+	model := "{family: ridge, lambdas: [0.1, 1, 10, 100]}"
+	if len(s.families) > 0 {
+		model = "{families: [" + strings.Join(s.families, ", ") + "], lambdas: [0.1, 1, 10, 100]}"
+	}
+	b.WriteString(strings.Replace(contractRest, "  model: %s\n", "  model: "+model+"\n", 1))
 	w("image:")
 	w("  repository: ward/%s", s.id)
 	return []byte(b.String())
@@ -98,7 +105,7 @@ training:
     - {name: insurance, kind: categorical}
     - {name: admitted, column: admitted_at, kind: date, parts: [month]}
   segments: [ward_class, admission_type, specialty]
-  model: {family: ridge, lambdas: [0.1, 1, 10, 100]}
+  model: %s
   split: {kind: time, validation: 3mo, gap: 0}
   calibration: {under_rate: 0.2}
   gate: {metric: mae, max_regression: 0.02}

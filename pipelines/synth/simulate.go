@@ -18,6 +18,8 @@ type hospital struct {
 	start time.Time // first day of the first month
 	// shock multiplies the bills of each month (1 without a shock).
 	shock []float64
+	// nonlinear adds the steps and interactions of the Nonlinear shape.
+	nonlinear bool
 
 	doctors   []*doctor
 	patients  int
@@ -255,6 +257,9 @@ func (h *hospital) caseDetails(c *caseRec, winter float64, m int) {
 	if c.emergency {
 		logBill += math.Log(p.emergency)
 	}
+	if h.nonlinear {
+		logBill += nonlinearTerms(s.name, wardClasses[c.ward], c.plannedLOS, c.comorbidities)
+	}
 	if c.cancelled {
 		c.bill = math.NaN()
 		return
@@ -285,4 +290,31 @@ func yearsBetween(birth, at int) int {
 		years--
 	}
 	return years
+}
+
+// nonlinearTerms is what the Nonlinear shape adds to the log bill, from
+// what is known at pre-admission: a tariff that steps with the planned
+// stay (flat within a band), specialty x ward-class interactions (private
+// rooms cost far more in some specialties, and less than their class in
+// others), and a severity cliff at five comorbidities.
+func nonlinearTerms(specialty, ward string, plannedLOS, comorbidities int) float64 {
+	var y float64
+	switch {
+	case plannedLOS >= 10:
+		y += 0.9
+	case plannedLOS >= 4:
+		y += 0.45
+	}
+	switch {
+	case ward == "A" && (specialty == "oncology" || specialty == "cardiology"):
+		y += 0.6
+	case ward == "A" && specialty == "obstetrics":
+		y -= 0.4
+	case ward == "C" && specialty == "orthopedics":
+		y += 0.35
+	}
+	if comorbidities >= 5 {
+		y += 0.7
+	}
+	return y
 }

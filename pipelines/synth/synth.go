@@ -90,6 +90,7 @@ type settings struct {
 	dirt       float64
 	shocks     []Shock
 	force      bool
+	shape      string
 }
 
 // The defaults of Generate (and of `ward synth`).
@@ -102,6 +103,19 @@ const (
 	DefaultEncryption = "mixed"
 	DefaultDirt       = 0.002
 )
+
+// The shapes of the bill (WithShape).
+const (
+	// LogLinear: the log bill is linear in the case's features.
+	LogLinear = "loglinear"
+	// Nonlinear adds what a linear model cannot fit: a tariff that steps
+	// with the planned stay, specialty x ward-class interactions, and a
+	// severity cliff at five comorbidities.
+	Nonlinear = "nonlinear"
+)
+
+// WithShape sets the shape of the bill: LogLinear (default) or Nonlinear.
+func WithShape(shape string) Option { return func(s *settings) { s.shape = shape } }
 
 // WithHospitals sets the size of the group (1 to MaxHospitals).
 func WithHospitals(n int) Option { return func(s *settings) { s.hospitals = n } }
@@ -234,6 +248,8 @@ func (s *settings) check() error {
 		return fmt.Errorf("format %q: want csv or parquet", s.format)
 	case !slices.Contains([]string{"none", "openpgp", "age", "mixed"}, s.encryption):
 		return fmt.Errorf("encrypt %q: want none, openpgp, age or mixed", s.encryption)
+	case s.shape != LogLinear && s.shape != Nonlinear:
+		return fmt.Errorf("shape %q: want %s or %s", s.shape, LogLinear, Nonlinear)
 	case !(s.dirt >= 0 && s.dirt <= 0.5):
 		return fmt.Errorf("dirt %v: want a rate from 0 (clean) to 0.5", s.dirt)
 	case s.sign && s.encryption != "openpgp" && s.encryption != "mixed":
@@ -278,6 +294,9 @@ func (s *settings) command() string {
 		"--format " + s.format,
 		"--encrypt " + s.encryption,
 		"--dirt " + strconv.FormatFloat(s.dirt, 'g', -1, 64)}
+	if s.shape != LogLinear {
+		args = append(args, "--shape "+s.shape)
+	}
 	if s.armor {
 		args = append(args, "--armor")
 	}
@@ -301,7 +320,7 @@ func (s *settings) command() string {
 func Generate(ctx context.Context, out string, opts ...Option) (*Summary, error) {
 	start, _ := ParseMonth(DefaultStart)
 	s := &settings{hospitals: DefaultHospitals, months: DefaultMonths, start: start, seed: DefaultSeed,
-		format: DefaultFormat, encryption: DefaultEncryption, dirt: DefaultDirt}
+		format: DefaultFormat, encryption: DefaultEncryption, dirt: DefaultDirt, shape: LogLinear}
 	for _, o := range opts {
 		o(s)
 	}
@@ -381,6 +400,9 @@ func prepare(out string, force bool) error {
 func (s *settings) hospital(ctx context.Context, out string, n int, rc *recipients) (HospitalSummary, []Key, error) {
 	p := newProfile(s.seed, n)
 	spec := contractSpec{id: p.id, name: p.name, encryption: s.encryptionOf(n), format: s.format, delimiter: ','}
+	if s.shape == Nonlinear {
+		spec.families = []string{"ridge", "ridge-pooled", "gbdt", "gbdt-pooled"}
+	}
 	if d, ok := delimiters[p.id]; ok {
 		spec.delimiter = d
 	}
@@ -419,6 +441,7 @@ func (s *settings) hospital(ctx context.Context, out string, n int, rc *recipien
 		}
 	}
 	h := newHospital(p, s.seed, s.start, shock)
+	h.nonlinear = s.shape == Nonlinear
 	d := newDirt(s.seed, n, s.dirt, s.format == "csv", s.months)
 	w := &extractWriter{dir: inbound, format: s.format, delimiter: spec.delimiter,
 		seal: rc.sealerFor(spec.encryption, s.armor, signer), suffix: suffix[spec.encryption]}

@@ -19,11 +19,14 @@ type view struct {
 	caps     []capping
 	segments []int
 	hospital bool
+	// held marks the rows (by index into p.rows) that the inner
+	// validation holds out; nil for validation cases.
+	held []bool
 }
 
 // viewOf is a view of the hospital's own model.
-func (p *dataset) viewOf(idx []int, caps []capping) view {
-	return view{p: p, idx: idx, inputs: p.inputs, caps: caps, segments: p.segments}
+func (p *dataset) viewOf(idx []int, caps []capping, held []bool) view {
+	return view{p: p, idx: idx, inputs: p.inputs, caps: caps, segments: p.segments, held: held}
 }
 
 // cases yields the view's cases, reusing one row: Fit keeps none.
@@ -54,7 +57,7 @@ func (v view) cases() models.Cases {
 					seg[j] = segmentOf(r[c], v.p.cols[c].Type)
 				}
 			}
-			if !yield(models.Case{Row: row, Target: target, Segments: seg}, nil) {
+			if !yield(models.Case{Row: row, Target: target, Segments: seg, Inner: v.held != nil && v.held[i]}, nil) {
 				return
 			}
 		}
@@ -84,15 +87,34 @@ func segmentOf(v models.Value, t models.Type) string {
 	return v.Format(t)
 }
 
-// fit fits the hospital's model on one split.
-func (p *dataset) fit(s sides, sp Split) (*models.Artifact, error) {
+// fit fits the hospital's model of a family on one split; a pooled
+// family builds on prior, the pooled model fitted on the same split.
+func (p *dataset) fit(s sides, sp Split, family string, prior *models.Artifact) (*models.Artifact, error) {
+	held, err := p.innerSplit(s.train)
+	if err != nil {
+		return nil, p.advise(err, sp)
+	}
 	spec := p.spec
+	spec.Family, spec.Prior, spec.PriorLevel = family, prior, p.h.ID
 	spec.Lineage.Train, spec.Lineage.Validation = sp.Training, sp.Validation
-	a, err := models.Fit(spec, p.viewOf(s.train, p.capsOf(s.train)).cases(), p.viewOf(s.valid, nil).cases())
+	a, err := models.Fit(spec, p.viewOf(s.train, p.capsOf(s.train), held).cases(), p.viewOf(s.valid, nil, nil).cases())
 	if err != nil {
 		return nil, p.advise(err, sp)
 	}
 	return a, nil
+}
+
+// ownFamily is the family fitted on the hospital's cases alone that a
+// family stands for where no pooled model is at hand (the comparison
+// split, the backtest).
+func ownFamily(family string) string {
+	switch family {
+	case models.FamilyRidgePooled:
+		return models.FamilyRidge
+	case models.FamilyGBDTPooled:
+		return models.FamilyGBDT
+	}
+	return family
 }
 
 // advise adds what to do to the errors of bad data.
@@ -112,27 +134,100 @@ func (p *dataset) advise(err error, sp Split) error {
 	return err
 }
 
-// fitHospital trains one hospital: the model of the main split, the
-// comparison split, the backtest, the plots' points and the gate.
-func fitHospital(r *Result, p *dataset, baseline *models.Artifact) {
+// Candidate is one family the contract lists, fitted on the main split:
+// its figures on the inner validation (which the choice is made on) and
+// on the validation window (shown, never chosen on).
+type Candidate struct {
+	Family     string          `json:"family"`
+	Shipped    bool            `json:"shipped,omitempty"`
+	Inner      *models.Metrics `json:"inner,omitempty"`
+	Validation *models.Metrics `json:"validation,omitempty"`
+	// Lambda of a ridge family; Trees and LearningRate of a gbdt.
+	Lambda       float64 `json:"lambda,omitempty"`
+	Trees        int     `json:"trees,omitempty"`
+	LearningRate float64 `json:"learning_rate,omitempty"`
+	Error        string  `json:"error,omitempty"`
+
+	artifact *models.Artifact
+}
+
+// candidates fits every family the contract lists and picks the one with
+// the lowest inner-validation figure of the gate's metric (ties: the
+// earlier in the list).
+func (p *dataset) candidates(priors map[string]*models.Artifact, priorErr map[string]error) ([]Candidate, int, error) {
+	var out []Candidate
+	best := -1
+	metric := p.h.Training.Gate.Metric
+	var errs []error
+	for _, family := range p.h.Training.Model.Families {
+		c := Candidate{Family: family}
+		var a *models.Artifact
+		var err error
+		if base := ownFamily(family); base != family {
+			prior := priors[base]
+			if prior == nil {
+				err = priorErr[base]
+				if err == nil {
+					err = errors.New("no pooled model: no other hospital declares the same features over the same columns")
+				}
+			} else {
+				a, err = p.fit(p.main, p.split, family, prior)
+			}
+		} else {
+			a, err = p.fit(p.main, p.split, family, nil)
+		}
+		if err != nil {
+			c.Error = err.Error()
+			errs = append(errs, fmt.Errorf("family %s: %w", family, err))
+			out = append(out, c)
+			continue
+		}
+		in, v := a.Metrics["inner"].Metrics, a.Metrics["validation"].Metrics
+		c.Inner, c.Validation, c.artifact = &in, &v, a
+		if a.Forest != nil {
+			c.Trees, c.LearningRate = len(a.Forest.Trees), a.Forest.LearningRate
+		} else {
+			c.Lambda = a.Lambda
+		}
+		if best < 0 || metricOf(in, metric) < metricOf(*out[best].Inner, metric) {
+			best = len(out)
+		}
+		out = append(out, c)
+	}
+	if best < 0 {
+		return out, -1, errors.Join(errs...)
+	}
+	out[best].Shipped = true
+	return out, best, nil
+}
+
+// fitHospital trains one hospital: every candidate family on the main
+// split and the choice among them, the comparison split, the backtest,
+// the plots' points and the gate.
+func fitHospital(r *Result, p *dataset, baseline *models.Artifact, priors map[string]*models.Artifact, priorErr map[string]error) {
 	r.Rows, r.Cleaned, r.Cleaning, r.Split = p.read, len(p.rows), p.cleaning, p.split
 	if p.err != nil {
 		r.Err = p.err
 		return
 	}
-	a, err := p.fit(p.main, p.split)
+	cands, best, err := p.candidates(priors, priorErr)
+	r.Candidates = cands
 	if err != nil {
 		r.Err = err
 		return
 	}
+	a := cands[best].artifact
+	r.Family = a.Family
+	r.Choice = choice(cands, best, p.h.Training.Gate.Metric)
 	if to := a.Lineage.Validation.To; to != "" {
 		a.Version = strings.ReplaceAll(to[:7], "-", ".") + "-" + a.Version
 	}
+	own := ownFamily(a.Family)
 	if s, sp, ok, err := p.otherSplit(); ok {
-		c := &Comparison{Split: sp}
+		c := &Comparison{Split: sp, Family: own}
 		if err == nil {
 			var other *models.Artifact
-			if other, err = p.fit(s, sp); err == nil {
+			if other, err = p.fit(s, sp, own, nil); err == nil {
 				v := other.Metrics["validation"]
 				c.Metrics = &v.Metrics
 				a.Metrics[sp.Kind+"_split"] = models.Evaluation{Metrics: v.Metrics}
@@ -143,10 +238,10 @@ func fitHospital(r *Result, p *dataset, baseline *models.Artifact) {
 		}
 		r.Comparison = c
 	}
-	val := a.Metrics["validation"]
+	val, inner := a.Metrics["validation"], a.Metrics["inner"]
 	r.Artifact, r.Version, r.Lineage = a, a.Version, a.Lineage
-	r.Validation, r.Lambda, r.Grid, r.Calibration = &val, a.Lambda, a.Training.Grid, a.Calibration
-	r.Folds = p.backtest(a)
+	r.Validation, r.Inner, r.Lambda, r.Grid, r.Calibration = &val, &inner, a.Lambda, a.Training.Grid, a.Calibration
+	r.Folds = p.backtest(a, own)
 	if r.Points, err = p.points(a); err != nil {
 		r.Err = err
 		return
@@ -154,10 +249,29 @@ func fitHospital(r *Result, p *dataset, baseline *models.Artifact) {
 	r.Gate = p.gate(r.Points, baseline)
 }
 
+// choice says why the shipped candidate won.
+func choice(cands []Candidate, best int, metric string) string {
+	b := cands[best]
+	if len(cands) == 1 {
+		return fmt.Sprintf("%s is the contract's only family", b.Family)
+	}
+	var others []string
+	for i, c := range cands {
+		switch {
+		case i == best:
+		case c.Inner == nil:
+			others = append(others, fmt.Sprintf("%s could not be fitted", c.Family))
+		default:
+			others = append(others, fmt.Sprintf("%s %s", c.Family, formatMetric(metricOf(*c.Inner, metric), metric)))
+		}
+	}
+	return fmt.Sprintf("%s has the lowest %s on the inner validation, %s (%s); the validation window was not looked at", b.Family, metric, formatMetric(metricOf(*b.Inner, metric), metric), strings.Join(others, ", "))
+}
+
 // backtest fits the folds of a rolling-origin backtest: the first is the
 // main split's, each next one a validation window earlier. A fold that
 // cannot be fitted (too few cases that early) says why.
-func (p *dataset) backtest(a *models.Artifact) []Fold {
+func (p *dataset) backtest(a *models.Artifact, family string) []Fold {
 	k := p.h.Training.Split.Folds
 	if k == 0 || p.split.Kind != TimeSplit {
 		return nil
@@ -169,7 +283,7 @@ func (p *dataset) backtest(a *models.Artifact) []Fold {
 		fold := Fold{Split: sp}
 		if err == nil {
 			var b *models.Artifact
-			if b, err = p.fit(s, sp); err == nil {
+			if b, err = p.fit(s, sp, family, nil); err == nil {
 				m := b.Metrics["validation"].Metrics
 				fold.Lambda, fold.Metrics = b.Lambda, &m
 			}

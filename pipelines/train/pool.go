@@ -10,9 +10,8 @@ import (
 )
 
 // HospitalColumn is the input and feature of the pooled model that says
-// which hospital a case is from. ward's own names start with _ward_, which
-// no contract column may.
-const HospitalColumn = "_ward_hospital"
+// which hospital a case is from.
+const HospitalColumn = models.HospitalColumn
 
 // pool is the pooled baseline of a set of compatible hospitals: one model
 // over all their training cases, with the hospital as a feature, on the
@@ -20,8 +19,11 @@ const HospitalColumn = "_ward_hospital"
 type pool struct {
 	members []*contract.Hospital // every compatible hospital, by id
 	used    []string             // those whose cases could be prepared
-	model   *models.Artifact
+	model   *models.Artifact     // the pooled ridge: the baseline
 	err     error
+	// gbdt is the pooled gbdt, fitted when a member lists gbdt-pooled.
+	gbdt    *models.Artifact
+	gbdtErr error
 }
 
 // compatibility is what hospitals must share to be pooled: the same
@@ -92,6 +94,7 @@ func (pl *pool) fit(prepared map[string]*dataset, ward string) {
 	spec.Segments = []string{HospitalColumn}
 	spec.Lineage = models.Lineage{Contract: first.h.Hash, Ward: ward}
 	var train, valid []view
+	wantGBDT := false
 	for _, p := range ps {
 		spec.Lineage.Files = append(spec.Lineage.Files, p.files...)
 		// The columns of the first member's inputs, by name: the same in
@@ -100,10 +103,41 @@ func (pl *pool) fit(prepared map[string]*dataset, ward string) {
 		for j, c := range first.spec.Inputs {
 			inputs[j] = p.column(c.Name)
 		}
-		train = append(train, view{p: p, idx: p.main.train, inputs: inputs, caps: p.capsOf(p.main.train), hospital: true})
+		// Each member's inner validation is its own: the pooled inner
+		// model never sees any member's inner cases.
+		train = append(train, view{p: p, idx: p.main.train, inputs: inputs, caps: p.capsOf(p.main.train), hospital: true, held: p.held})
 		valid = append(valid, view{p: p, idx: p.main.valid, inputs: inputs, hospital: true})
+		wantGBDT = wantGBDT || slices.Contains(p.h.Training.Model.Families, models.FamilyGBDTPooled)
 	}
+	spec.Family = models.FamilyRidge
 	pl.model, pl.err = models.Fit(spec, concat(train), concat(valid))
+	if wantGBDT {
+		spec.Family = models.FamilyGBDT
+		pl.gbdt, pl.gbdtErr = models.Fit(spec, concat(train), concat(valid))
+	}
+}
+
+// priorsFor is the pooled models of the hospital's pool, by family, and
+// why one is missing.
+func priorsFor(id string, pools []*pool) (map[string]*models.Artifact, map[string]error) {
+	priors, errs := map[string]*models.Artifact{}, map[string]error{}
+	for _, pl := range pools {
+		if !slices.ContainsFunc(pl.members, func(h *contract.Hospital) bool { return h.ID == id }) {
+			continue
+		}
+		for family, m := range map[string]struct {
+			a   *models.Artifact
+			err error
+		}{models.FamilyRidge: {pl.model, pl.err}, models.FamilyGBDT: {pl.gbdt, pl.gbdtErr}} {
+			switch {
+			case m.a != nil && slices.Contains(pl.used, id):
+				priors[family] = m.a
+			case m.err != nil:
+				errs[family] = fmt.Errorf("no pooled %s model: %w", family, m.err)
+			}
+		}
+	}
+	return priors, errs
 }
 
 // concat yields the cases of each view in turn.

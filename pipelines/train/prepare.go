@@ -45,6 +45,7 @@ type dataset struct {
 	spec     models.Spec
 	main     sides
 	split    Split
+	held     []bool // the main split's inner validation (innerSplit)
 	err      error
 }
 
@@ -136,6 +137,9 @@ func (p *dataset) load(ctx context.Context, s *store.Store, ward string) error {
 	}
 	if p.main, p.split, err = p.mainSplit(); err != nil {
 		return err
+	}
+	if p.held, err = p.innerSplit(p.main.train); err != nil {
+		return p.advise(err, p.split)
 	}
 	for _, c := range p.capsOf(p.main.train) {
 		r := &p.cleaning[c.rule]

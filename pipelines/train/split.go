@@ -176,3 +176,84 @@ func (p *dataset) window(idx []int) models.Window {
 }
 
 func day(unix int64) string { return time.Unix(unix, 0).UTC().Format(time.DateOnly) }
+
+// innerSplit marks the training cases that the inner validation holds
+// out, by the same kind of split as the outer one, inside the training
+// part: for a time split its last validation window (grouped: with the
+// earlier cases of the same patients); otherwise a seeded draw of the
+// same fraction (of patients, when grouped). Every choice of the fit is
+// made on it; the outer window is never part of it.
+func (p *dataset) innerSplit(train []int) ([]bool, error) {
+	sp := p.h.Training.Split
+	held := make([]bool, len(p.rows))
+	g := -1
+	if sp.Grouped {
+		g = p.column(p.h.Training.GroupColumn)
+	}
+	key := func(i int) (string, bool) {
+		if g < 0 || p.rows[i][g].Null {
+			return "", false
+		}
+		return p.rows[i][g].Format(p.cols[g].Type), true
+	}
+	var what string
+	if sp.Kind == TimeSplit {
+		last := p.at[train[0]]
+		for _, i := range train {
+			last = max(last, p.at[i])
+		}
+		end := time.Unix(last, 0).UTC().Truncate(24*time.Hour).AddDate(0, 0, 1)
+		cutoff := end.AddDate(0, -sp.Validation.Months, -sp.Validation.Days)
+		patients := map[string]bool{}
+		for _, i := range train {
+			if p.at[i] >= cutoff.Unix() {
+				held[i] = true
+				if k, ok := key(i); ok {
+					patients[k] = true
+				}
+			}
+		}
+		for _, i := range train {
+			if k, ok := key(i); ok && patients[k] {
+				held[i] = true
+			}
+		}
+		what = fmt.Sprintf("the inner validation window %s to %s (the training part's last %s)", day(cutoff.Unix()), day(end.AddDate(0, 0, -1).Unix()), sp.Validation)
+	} else {
+		rng := rand.New(rand.NewPCG(uint64(sp.Seed), 1))
+		drawn := map[string]bool{}
+		for _, i := range train {
+			k, ok := key(i)
+			if !ok {
+				held[i] = rng.Float64() < sp.Fraction
+				continue
+			}
+			v, seen := drawn[k]
+			if !seen {
+				v = rng.Float64() < sp.Fraction
+				drawn[k] = v
+			}
+			held[i] = v
+		}
+		what = fmt.Sprintf("the inner random split (fraction %g of the training part)", sp.Fraction)
+	}
+	n := 0
+	for _, i := range train {
+		if held[i] && !p.rows[i][p.target].Null {
+			n++
+		}
+	}
+	withTarget := 0
+	for _, i := range train {
+		if !p.rows[i][p.target].Null {
+			withTarget++
+		}
+	}
+	switch {
+	case n == 0:
+		return nil, fmt.Errorf("%s: %w: it holds no training case with a %s; shorten split.validation or load more history", what, models.ErrNoValidation, p.h.Training.Target)
+	case withTarget-n < 2:
+		return nil, fmt.Errorf("%s: %w: it leaves %d training cases to fit on", what, models.ErrTooFewRows, withTarget-n)
+	}
+	return held, nil
+}

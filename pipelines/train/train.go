@@ -50,7 +50,16 @@ type Result struct {
 	Split    Split  `json:"split"`
 	// Validation is the shipped model's evaluation on its validation
 	// window: raw and calibrated predictions, overall and by segment.
-	Validation  *models.Evaluation  `json:"validation,omitempty"`
+	Validation *models.Evaluation `json:"validation,omitempty"`
+	// Inner is the shipped family's inner model on the inner validation
+	// (a part of the training cases): what its penalty, trees and
+	// calibration were chosen on.
+	Inner *models.Evaluation `json:"inner,omitempty"`
+	// Family is the shipped model's; Candidates are every family the
+	// contract lists, and Choice says why this one shipped.
+	Family      string              `json:"family,omitempty"`
+	Candidates  []Candidate         `json:"candidates,omitempty"`
+	Choice      string              `json:"choice,omitempty"`
 	Lambda      float64             `json:"lambda,omitempty"`
 	Grid        []models.GridPoint  `json:"grid,omitempty"`
 	Calibration *models.Calibration `json:"calibration,omitempty"`
@@ -83,7 +92,10 @@ type Point struct {
 
 // Comparison is the model's evaluation under another split.
 type Comparison struct {
-	Split   Split           `json:"split"`
+	Split Split `json:"split"`
+	// Family is the one fitted: the shipped one's, or for a pooled family
+	// its counterpart on the hospital's cases alone.
+	Family  string          `json:"family,omitempty"`
 	Metrics *models.Metrics `json:"metrics,omitempty"`
 	Error   string          `json:"error,omitempty"`
 }
@@ -188,12 +200,14 @@ func Run(ctx context.Context, s *store.Store, all []*contract.Hospital, ids []st
 		prepared[d.h.ID] = d
 	}
 
-	// The pooled models and the hospitals' own models fit side by side.
+	// The pooled models first: the pooled families build on them.
 	for _, pl := range pools {
 		g.Go(func() error { pl.fit(prepared, o.ward); return nil })
 	}
+	_ = g.Wait()
 	for _, r := range results {
-		g.Go(func() error { fitHospital(r, prepared[r.Hospital], o.baselines[r.Hospital]); return nil })
+		priors, errs := priorsFor(r.Hospital, pools)
+		g.Go(func() error { fitHospital(r, prepared[r.Hospital], o.baselines[r.Hospital], priors, errs); return nil })
 	}
 	_ = g.Wait()
 	for _, r := range results {

@@ -13,6 +13,7 @@ import (
 func init() {
 	var (
 		out, start, format, encrypt string
+		shape                       string
 		months, hospitals           int
 		seed                        uint64
 		dirt                        float64
@@ -22,7 +23,7 @@ func init() {
 	register(&Command{
 		Name:    "synth",
 		Summary: "Write a synthetic hospital group: contracts, and monthly encrypted extracts in the SFTP layout",
-		Usage:   "synth --out DIR [--hospitals 5] [--months 24] [--seed 1] [--format csv|parquet] [--encrypt none|openpgp|age|mixed] [--recipient KEYFILE] [--dirt 0.002] [--shock ID:YYYY-MM:FACTOR]",
+		Usage:   "synth --out DIR [--hospitals 5] [--months 24] [--seed 1] [--format csv|parquet] [--encrypt none|openpgp|age|mixed] [--recipient KEYFILE] [--dirt 0.002] [--shock ID:YYYY-MM:FACTOR] [--shape loglinear|nonlinear]",
 		Help: `Writes DIR/hospitals/<id>/hospital.yaml (the contracts), DIR/sftp/<id>/inbound/
 (patients, doctors and cases for each month; the SFTP base path is DIR/sftp),
 DIR/keys/ (ward's ingest keys, unless --recipient gives them) and DIR/README.txt.
@@ -32,10 +33,14 @@ the folder of the contracts). The same seed and flags give the same bytes
 (for encrypted files: the same bytes once decrypted). --dirt sets the rate of
 each kind of dirt (missing values, out-of-range ages, bad dates, duplicate
 rows, correction files; see hospitals/README.md); 0 is clean. --shock
-multiplies one hospital's bills from a month on, and may be repeated.`,
+multiplies one hospital's bills from a month on, and may be repeated.
+--shape nonlinear adds what a linear model cannot fit (a tariff that steps
+with the planned stay, specialty x ward-class interactions, a severity cliff
+at five comorbidities), so that gradient boosting has something to show.`,
 		Example: `ward synth --out .ward/demo
 ward synth --out /tmp/group --hospitals 8 --months 36 --format parquet --encrypt age --armor
-ward synth --out /tmp/shocked --shock st-olaf:2025-07:1.35 --output json`,
+ward synth --out /tmp/shocked --shock st-olaf:2025-07:1.35 --output json
+ward synth --out /tmp/nonlinear --shape nonlinear`,
 		Output: true,
 		Flags: func(fs *flag.FlagSet) {
 			// Repeatable flags append: start each command line afresh.
@@ -53,6 +58,7 @@ ward synth --out /tmp/shocked --shock st-olaf:2025-07:1.35 --output json`,
 			fs.Float64Var(&dirt, "dirt", synth.DefaultDirt, "rate of each kind of dirt (0: clean)")
 			fs.Var(&shocks, "shock", "multiply a hospital's bills from a month on: `ID:YYYY-MM:FACTOR` (repeatable)")
 			fs.BoolVar(&force, "force", false, "replace an earlier run's output in DIR")
+			fs.StringVar(&shape, "shape", synth.LogLinear, "shape of the bill: loglinear, or nonlinear (steps and interactions)")
 		},
 		Run: func(ctx context.Context, app *App, _ []string) error {
 			first, err := synth.ParseMonth(start)
@@ -63,7 +69,7 @@ ward synth --out /tmp/shocked --shock st-olaf:2025-07:1.35 --output json`,
 				synth.WithHospitals(hospitals), synth.WithMonths(months), synth.WithStart(first),
 				synth.WithSeed(seed), synth.WithFormat(format), synth.WithEncryption(encrypt),
 				synth.WithArmor(armor), synth.WithSigning(sign), synth.WithRecipients(recipients...),
-				synth.WithDirt(dirt), synth.WithForce(force),
+				synth.WithDirt(dirt), synth.WithForce(force), synth.WithShape(shape),
 			}
 			for _, s := range shocks {
 				sh, err := synth.ParseShock(s)

@@ -177,3 +177,24 @@ func monthlyMedian(xy plotter.XYs) plotter.XYs {
 	}
 	return out
 }
+
+// candidates plots every candidate family's MAE: on the inner validation,
+// which the choice was made on, and on the validation window.
+func candidates(r *train.Result) (*plot.Plot, error) {
+	var names []string
+	in := page.Series{Name: "inner validation (chosen on)", Color: page.Faint}
+	out := page.Series{Name: "validation window", Color: page.Blue}
+	for _, c := range r.Candidates {
+		if c.Inner == nil {
+			continue
+		}
+		name := c.Family
+		if c.Shipped {
+			name += " (shipped)"
+		}
+		names = append(names, name)
+		in.Values = append(in.Values, c.Inner.MAE)
+		out.Values = append(out.Values, c.Validation.MAE)
+	}
+	return page.Bars(r.Hospital+": MAE of each candidate family", "MAE", names, []page.Series{in, out}, nil, page.Num)
+}

@@ -68,8 +68,29 @@ func Render(r *train.Result) (map[string][]byte, error) {
 func document(r *train.Result) *page.Doc {
 	a := r.Artifact
 	d := page.New(fmt.Sprintf("%s (%s): model %s", r.Name, r.Hospital, r.Version))
-	d.P("Ridge regression of %s (target transform %s), one model for this hospital, trained by ward %s under the contract with SHA-256 %s.",
-		a.Target.Column, a.Target.Transform, a.Lineage.Ward, a.Lineage.Contract)
+	d.P("A %s model of %s (target transform %s) for this hospital, trained by ward %s under the contract with SHA-256 %s.",
+		familyText(a.Family), a.Target.Column, a.Target.Transform, a.Lineage.Ward, a.Lineage.Contract)
+	d.P("Where each figure comes from: every choice (the ridge penalty, the learning rate and number of trees, the calibration shift, the family) was made on the inner validation, %s cases held out of the training part by the same kind of split as the outer one, by a model fitted on the rest; the model was then refitted on all %s training cases. The validation window (%s cases) was read once, for the figures marked validation and for the gate.",
+		page.Count(a.Training.InnerRows), page.Count(a.Training.Rows), page.Count(a.Training.ValidationRows))
+
+	if len(r.Candidates) > 0 {
+		d.H(2, "Model choice")
+		d.P("%s.", capitalise(r.Choice))
+		var rows [][]string
+		for _, c := range r.Candidates {
+			shipped := ""
+			if c.Shipped {
+				shipped = "shipped"
+			}
+			if c.Inner == nil {
+				rows = append(rows, []string{c.Family, "", "", "", "", "", c.Error})
+				continue
+			}
+			rows = append(rows, []string{c.Family, metricText(metricOf(*c.Inner, r.Gate.Metric), r.Gate.Metric), page.Num(c.Validation.MAE), page.Num(c.Validation.RMSE), page.Percent(c.Validation.UnderRate), settingsText(c), shipped})
+		}
+		d.Table([]string{"family", "inner " + r.Gate.Metric + " (chosen on)", "validation MAE", "validation RMSE", "validation under-estimate rate", "settings (inner validation)", ""}, rows)
+		d.Figure("candidates.png", "MAE of each candidate family: on the inner validation (chosen on) and on the validation window (shown only)", func() (*plot.Plot, error) { return candidates(r) })
+	}
 
 	d.H(2, "Gate")
 	if r.Gate.Passed {
@@ -100,16 +121,29 @@ func document(r *train.Result) *page.Doc {
 
 	d.H(2, "Split")
 	d.P("%s", describeSplit(r.Split))
-	d.P("The ridge penalty (lambda) was chosen on the validation window from the contract's grid: %s. Validation RMSE of each, in the transformed target's unit:", page.Num(r.Lambda))
-	var grid [][]string
-	for _, g := range r.Grid {
-		rmse := g.Error
-		if g.RMSE != nil {
-			rmse = strconv.FormatFloat(*g.RMSE, 'f', 5, 64)
+	if a.Forest != nil {
+		d.P("Gradient boosting: %d trees at learning rate %s (leaf penalty %s), the learning rate and number of trees chosen by early stopping on the inner validation. Inner validation RMSE of each learning rate, in the transformed target's unit:", len(a.Forest.Trees), page.Num(a.Forest.LearningRate), page.Num(a.Lambda))
+		var grid [][]string
+		for _, g := range r.Grid {
+			rmse := g.Error
+			if g.RMSE != nil {
+				rmse = strconv.FormatFloat(*g.RMSE, 'f', 5, 64)
+			}
+			grid = append(grid, []string{page.Num(g.LearningRate), strconv.Itoa(g.Trees), rmse})
 		}
-		grid = append(grid, []string{page.Num(g.Lambda), rmse})
+		d.Table([]string{"learning rate", "trees", "inner validation RMSE"}, grid)
+	} else {
+		d.P("The ridge penalty (lambda) was chosen on the inner validation from the contract's grid: %s. Inner validation RMSE of each, in the transformed target's unit:", page.Num(r.Lambda))
+		var grid [][]string
+		for _, g := range r.Grid {
+			rmse := g.Error
+			if g.RMSE != nil {
+				rmse = strconv.FormatFloat(*g.RMSE, 'f', 5, 64)
+			}
+			grid = append(grid, []string{page.Num(g.Lambda), rmse})
+		}
+		d.Table([]string{"lambda", "inner validation RMSE"}, grid)
 	}
-	d.Table([]string{"lambda", "validation RMSE"}, grid)
 
 	d.H(2, "Validation metrics")
 	v := r.Validation
@@ -118,9 +152,13 @@ func document(r *train.Result) *page.Doc {
 		head = append(head, fmt.Sprintf("calibrated (target under-estimate rate %s)", page.Percent(r.Calibration.UnderRate)))
 	}
 	d.Table(head, metricRows(v.Metrics, v.Calibrated))
+	if in := r.Inner; in != nil {
+		d.P("The same figures on the inner validation (%s cases of the training part, predicted by the model fitted without them), where the calibration was fitted:", page.Count(in.Count))
+		d.Table(head, metricRows(in.Metrics, in.Calibrated))
+	}
 	d.P("MAE and RMSE are in the unit of %s; MAPE and median APE are absolute percentage errors, shown only when every actual value is above zero; the under-estimate rate is the share of cases predicted below their actual value (the group prefers over-estimates).", a.Target.Column)
 	if c := r.Calibration; c != nil {
-		d.P("Calibration moves every prediction by %s: the quantile of the validation residuals that leaves %s of the cases predicted below their actual value.",
+		d.P("Calibration moves every prediction by %s: the quantile of the inner validation's residuals that leaves %s of those cases predicted below their actual value; on the validation window, which it never saw, the rate is what the table shows.",
 			shiftText(c.Shift, a.Target.Transform), page.Percent(c.UnderRate))
 	}
 
@@ -206,7 +244,7 @@ func document(r *train.Result) *page.Doc {
 	items := []string{
 		"contract SHA-256: " + l.Contract,
 		"ward: " + l.Ward,
-		fmt.Sprintf("model: %d training cases, %d validation cases, %d encoded columns", a.Training.Rows, a.Training.ValidationRows, len(a.Coefficients)),
+		fmt.Sprintf("model: %s, %d training cases (%d of them the inner validation), %d validation cases, %d encoded columns, %d trees", a.Family, a.Training.Rows, a.Training.InnerRows, a.Training.ValidationRows, len(a.Encoder.Names()), treeCount(a)),
 	}
 	if l.Train != (models.Window{}) {
 		items = append(items, "training window: "+windowText(l.Train), "validation window: "+windowText(l.Validation))
@@ -306,4 +344,43 @@ func capitalise(s string) string {
 		return s
 	}
 	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+func familyText(family string) string {
+	switch family {
+	case models.FamilyRidge:
+		return "ridge regression"
+	case models.FamilyRidgePooled:
+		return "partially pooled ridge (this hospital's ridge on the residuals of the pooled one)"
+	case models.FamilyGBDT:
+		return "gradient-boosted trees"
+	case models.FamilyGBDTPooled:
+		return "pooled gradient-boosted trees (one model over the compatible hospitals, the hospital a feature; this hospital's share of it)"
+	}
+	return family
+}
+
+func settingsText(c train.Candidate) string {
+	if c.Trees > 0 || c.LearningRate > 0 {
+		return fmt.Sprintf("%d trees, learning rate %s", c.Trees, page.Num(c.LearningRate))
+	}
+	return "lambda " + page.Num(c.Lambda)
+}
+
+func treeCount(a *models.Artifact) int {
+	if a.Forest == nil {
+		return 0
+	}
+	return len(a.Forest.Trees)
+}
+
+// metricOf picks the gate's metric out of a set.
+func metricOf(m models.Metrics, name string) float64 {
+	switch name {
+	case "rmse":
+		return m.RMSE
+	case "under_rate":
+		return m.UnderRate
+	}
+	return m.MAE
 }

@@ -69,7 +69,7 @@ func TestRender(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plots := []string{"hospital-vs-pooled.png", "predicted-vs-actual.png", "residuals-over-time.png", "time-vs-random.png", "under-rate-by-segment.png"}
+	plots := []string{"candidates.png", "hospital-vs-pooled.png", "predicted-vs-actual.png", "residuals-over-time.png", "time-vs-random.png", "under-rate-by-segment.png"}
 	want := []string{"model.json", "report/metrics.json", "report/report.html", "report/report.md"}
 	for _, p := range plots {
 		want = append(want, "report/"+p)
@@ -113,6 +113,9 @@ func TestRender(t *testing.T) {
 		"| cap_percentile total_bill at p99.5 | 0 | ",
 		"Time split: trained on the ",
 		"## Time split vs random split", "The random split's MAE (",
+		"every choice (the ridge penalty, the learning rate and number of trees, the calibration shift, the family) was made on the inner validation",
+		"## Model choice", "Ridge is the contract's only family.", "| ridge | ", "| inner mae (chosen on) | validation MAE |",
+		"The same figures on the inner validation (",
 		"## Per-hospital vs pooled", "The pooled model is one ridge regression over the cases of riverside, st-olaf",
 		"## By segment", "### ward_class", "| A | ",
 		"![Predicted vs actual on the validation window](predicted-vs-actual.png)",

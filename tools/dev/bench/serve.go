@@ -38,6 +38,7 @@ var serveFlags struct {
 	conns  int
 	child  string
 	listen string
+	trees  int
 }
 
 func init() {
@@ -50,6 +51,7 @@ func init() {
 			fs.IntVar(&serveFlags.conns, "c", 16, "connections")
 			fs.StringVar(&serveFlags.child, "child", "", "internal: run the bare handler")
 			fs.StringVar(&serveFlags.listen, "listen", "", "internal: the bare handler's address")
+			fs.IntVar(&serveFlags.trees, "trees", 0, "serve a gbdt of about this many trees (0: the ridge)")
 		},
 		Run: runServe,
 	})
@@ -227,9 +229,18 @@ func runServe(ctx context.Context) error {
 // 4 numeric features) and returns its artifact file and one case as JSON.
 func serveBenchModel(dir string) (string, []byte, error) {
 	spec := fitSpec()
+	if serveFlags.trees > 0 {
+		// A small learning rate keeps early stopping from cutting the
+		// trees short; the refit scales them by the cases (5/4).
+		spec.Family = models.FamilyGBDT
+		spec.GBDT = models.GBDT{LearningRates: []float64{0.01}, MaxTrees: serveFlags.trees * 4 / 5, EarlyStop: serveFlags.trees}
+	}
 	a, err := models.Fit(spec, fitCases(20_000, 1), fitCases(5_000, 2))
 	if err != nil {
 		return "", nil, err
+	}
+	if a.Forest != nil {
+		fmt.Printf("model: gbdt, %d trees\n", len(a.Forest.Trees))
 	}
 	data, err := a.Encode()
 	if err != nil {
