@@ -42,7 +42,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/wardml/ward/serving"
+	"github.com/wardml/ward/models/trained"
 	"github.com/wardml/ward/tools/manifest"
 	"github.com/wardml/ward/tools/registry"
 )
@@ -548,7 +548,7 @@ func boolGauge(b bool) float64 {
 // settings, and nothing else (the agent's credentials stay with it).
 func (a *Agent) serverEnv(digest string) []string {
 	own := []string{"WARD_MODEL", "PORT", "WARD_MODEL_DIGEST", "WARD_PREDICTION_LOG"}
-	pass := append([]string{"WARD_LOG_LEVEL", "TZ"}, serving.Env...)
+	pass := append([]string{"WARD_LOG_LEVEL", "TZ"}, trained.ServerEnv...)
 	env := []string{"WARD_MODEL_DIGEST=" + digest, "WARD_LOG_FORMAT=json"}
 	for _, kv := range a.environ {
 		k, _, _ := strings.Cut(kv, "=")

@@ -32,35 +32,35 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/wardml/ward/models/trained"
 )
 
-// Paths and settings inside the image.
+// Paths and settings inside the image (the paths and the annotation keys
+// are defined in models/trained, which the agent and deploy read too).
 const (
-	ServerPath = "/ward/serve"
-	ModelPath  = "/models/model.json"
-	CardPath   = "/models/MODEL_CARD.md"
+	ServerPath = trained.ServerPath
+	ModelPath  = trained.ModelPath
+	CardPath   = trained.CardPath
 	Port       = 8080
 	// User is the numeric user and group the server runs as (distroless's
 	// "nonroot"): never root.
 	User = "65532:65532"
 )
 
-// Annotation keys: the OCI ones, and ward's own, which deploy, the agent
-// and the manifest repo read back from a verified image.
+// Annotation keys: the OCI ones, and ward's own.
 const (
-	AnnotationCreated     = "org.opencontainers.image.created"
-	AnnotationVersion     = "org.opencontainers.image.version"
-	AnnotationRevision    = "org.opencontainers.image.revision"
-	AnnotationSource      = "org.opencontainers.image.source"
-	AnnotationTitle       = "org.opencontainers.image.title"
-	AnnotationDescription = "org.opencontainers.image.description"
+	AnnotationCreated     = trained.AnnotationCreated
+	AnnotationVersion     = trained.AnnotationVersion
+	AnnotationRevision    = trained.AnnotationRevision
+	AnnotationSource      = trained.AnnotationSource
+	AnnotationTitle       = trained.AnnotationTitle
+	AnnotationDescription = trained.AnnotationDescription
 
-	AnnotationHospital     = "dev.ward.hospital"
-	AnnotationModelVersion = "dev.ward.model.version"
-	AnnotationModelFamily  = "dev.ward.model.family"
-	// AnnotationMetricPrefix + a metric's name (mae, rmse, under_rate, ...)
-	// holds its validation value.
-	AnnotationMetricPrefix = "dev.ward.metrics."
+	AnnotationHospital     = trained.AnnotationHospital
+	AnnotationModelVersion = trained.AnnotationModelVersion
+	AnnotationModelFamily  = trained.AnnotationModelFamily
+	AnnotationMetricPrefix = trained.AnnotationMetricPrefix
 )
 
 // Model is what one hospital's image carries besides the server.
