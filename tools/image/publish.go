@@ -27,6 +27,11 @@ type Publisher struct {
 
 	mu     sync.Mutex
 	mounts map[v1.Hash]name.Repository
+
+	// What Package builds on (package.go).
+	base   *Base
+	server *Server
+	build  []BuildOption
 }
 
 // PublishOption configures a Publisher.
@@ -55,6 +60,8 @@ func NewPublisher(opts ...PublishOption) *Publisher {
 
 // Published is what a publish did.
 type Published struct {
+	// Hospital and Version are the model's (empty for the server's image).
+	Hospital, Version string
 	// Ref is the image by digest: what deploys record.
 	Ref name.Digest
 	Tag name.Tag
@@ -109,7 +116,7 @@ func (p *Publisher) Publish(ctx context.Context, repo name.Repository, img *Imag
 	if err != nil {
 		return nil, err
 	}
-	out := &Published{Ref: repo.Digest(d.String()), Tag: tag, Platforms: map[string]v1.Hash{}}
+	out := &Published{Hospital: img.Model.Hospital, Version: img.Model.Version, Ref: repo.Digest(d.String()), Tag: tag, Platforms: map[string]v1.Hash{}}
 	for plat, pi := range img.Platforms {
 		pd, err := pi.Digest()
 		if err != nil {
@@ -117,17 +124,8 @@ func (p *Publisher) Publish(ctx context.Context, repo name.Repository, img *Imag
 		}
 		out.Platforms[plat] = pd
 	}
-	if p.key != nil {
-		refs := []name.Digest{out.Ref}
-		for _, pd := range out.Platforms {
-			refs = append(refs, repo.Digest(pd.String()))
-		}
-		for _, r := range refs {
-			if err := signing.Sign(ctx, r, p.key, p.remote...); err != nil {
-				return nil, err
-			}
-		}
-		out.Signed = true
+	if err := p.sign(ctx, out); err != nil {
+		return nil, err
 	}
 	arts, err := img.attachments(report)
 	if err != nil {
@@ -141,6 +139,25 @@ func (p *Publisher) Publish(ctx context.Context, repo name.Repository, img *Imag
 		out.Attached = append(out.Attached, at)
 	}
 	return out, nil
+}
+
+// sign signs what was published, the index and each platform, when the
+// publisher has a key.
+func (p *Publisher) sign(ctx context.Context, out *Published) error {
+	if p.key == nil {
+		return nil
+	}
+	refs := []name.Digest{out.Ref}
+	for _, pd := range out.Platforms {
+		refs = append(refs, out.Ref.Context().Digest(pd.String()))
+	}
+	for _, r := range refs {
+		if err := signing.Sign(ctx, r, p.key, p.remote...); err != nil {
+			return err
+		}
+	}
+	out.Signed = true
+	return nil
 }
 
 // mountServer asks the registry to mount the server layers into repo from

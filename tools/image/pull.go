@@ -132,6 +132,10 @@ func MaxModelBytes(n int64) UnpackOption { return func(u *unpacker) { u.maxModel
 // still read and checked): ReadModel needs only the model.
 func modelOnly() UnpackOption { return func(u *unpacker) { u.noServer = true } }
 
+// serverOnly takes the server alone, from an image without a model (the
+// server's image, a base).
+func serverOnly() UnpackOption { return func(u *unpacker) { u.noModel = true } }
+
 // Unpack writes the server (ward/serve, mode 0755) and the files under
 // models/ (0644) of img's layers into dir, and returns each file's SHA-256
 // (hex) by its path under dir. Every layer is read whole and must hash to
@@ -156,9 +160,12 @@ func Unpack(img v1.Image, dir string, opts ...UnpackOption) (map[string]string, 
 			return nil, err
 		}
 	}
-	need := []string{serverFile, modelFile}
-	if u.noServer {
-		need = need[1:]
+	var need []string
+	if !u.noServer {
+		need = append(need, serverFile)
+	}
+	if !u.noModel {
+		need = append(need, modelFile)
 	}
 	for _, f := range need {
 		if u.files[f] == "" {
@@ -177,7 +184,7 @@ type unpacker struct {
 	// their bounds.
 	server, model       int64
 	maxServer, maxModel int64
-	noServer            bool
+	noServer, noModel   bool
 }
 
 func newUnpacker(dir string) *unpacker {
