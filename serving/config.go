@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wardml/ward/models/trained"
 )
 
 // Config is the server's settings. Both `ward serve` and the ward-serve
@@ -74,10 +76,10 @@ const (
 	DefaultIDField  = "case_id"
 )
 
-// Env lists the environment variables the server reads. ward's own
+// Env lists the environment variables the server reads (trained.ServerEnv,
+// which the agent passes on to the servers it starts). ward's own
 // configuration knows them, so that it does not take them for typos.
-var Env = []string{"WARD_MODEL", "PORT", "WARD_MODEL_DIGEST", "WARD_MAX_BATCH", "WARD_ID_FIELD",
-	"WARD_PREDICTION_LOG", "WARD_HASH_INPUTS", "WARD_HASH_KEY", "WARD_HASH_KEY_FILE", "WARD_PREDICTIONS_DB"}
+var Env = trained.ServerEnv
 
 // Flags are the server's command-line flags, bound to a flag set.
 type Flags struct {

@@ -4,28 +4,14 @@ import (
 	"fmt"
 
 	"github.com/wardml/ward/models"
+	"github.com/wardml/ward/models/trained"
 )
 
 // Gate is the new model against the model in production, both scored on
 // the new model's validation window with the contract's gate metric. The
 // gate compares the models' predictions (not the calibrated answers): the
 // numbers of the validation metrics and of feedback's live error.
-type Gate struct {
-	Passed bool `json:"passed"`
-	// Metric is mae, rmse or under_rate (lower is better for each), and
-	// MaxRegression the relative worsening allowed.
-	Metric        string  `json:"metric"`
-	MaxRegression float64 `json:"max_regression"`
-	// New and Production are each model's metric on the window, and
-	// Regression is New / Production - 1.
-	New               float64  `json:"new"`
-	Production        *float64 `json:"production,omitempty"`
-	ProductionVersion string   `json:"production_version,omitempty"`
-	Regression        *float64 `json:"regression,omitempty"`
-	Cases             int      `json:"cases"`
-	// Reason says what was compared and why the gate passed or failed.
-	Reason string `json:"reason"`
-}
+type Gate = trained.Gate
 
 // gate scores the new model (its predictions of the validation cases,
 // points) and the one in production (nil: none) on the same cases. A

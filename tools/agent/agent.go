@@ -42,7 +42,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/wardml/ward/serving"
+	"github.com/wardml/ward/models/trained"
 	"github.com/wardml/ward/tools/manifest"
 	"github.com/wardml/ward/tools/registry"
 )
@@ -144,6 +144,7 @@ type settings struct {
 	environ                          []string
 	predictions, serverLog           io.Writer
 	log                              *slog.Logger
+	maxModel                         int64
 }
 
 // WithData sets the folder of the unpacked versions and the current
@@ -186,6 +187,11 @@ func WithServerLog(w io.Writer) Option { return func(s *settings) { s.serverLog 
 // WithLogger sets the agent's logger (default: none).
 func WithLogger(l *slog.Logger) Option { return func(s *settings) { s.log = l } }
 
+// WithMaxModelBytes bounds what a version unpacks under /models/ (default
+// trained.MaxModelBytes, 256 MiB): a larger image is refused at the unpack
+// step before more than that reaches the disk.
+func WithMaxModelBytes(n int64) Option { return func(s *settings) { s.maxModel = n } }
+
 // New returns the agent of hospital id, which follows repo and refuses any
 // image that verify does not accept. It reads and writes nothing but its
 // data folder; Run does the rest.
@@ -198,7 +204,7 @@ func New(id string, repo *manifest.Repo, verify manifest.Verifier, opts ...Optio
 	}
 	s := settings{
 		data: filepath.Join(".ward", "agent", id), poll: 30 * time.Second, readyTimeout: 30 * time.Second,
-		drainTimeout: 30 * time.Second, keep: 3, environ: os.Environ(),
+		drainTimeout: 30 * time.Second, keep: 3, environ: os.Environ(), maxModel: trained.MaxModelBytes,
 		predictions: os.Stdout, serverLog: os.Stderr, log: slog.New(slog.DiscardHandler),
 	}
 	for _, o := range opts {
@@ -209,11 +215,13 @@ func New(id string, repo *manifest.Repo, verify manifest.Verifier, opts ...Optio
 		return nil, fmt.Errorf("agent: poll %s, ready timeout %s, drain timeout %s: want positive durations", s.poll, s.readyTimeout, s.drainTimeout)
 	case s.keep < 2:
 		return nil, fmt.Errorf("agent: keep %d versions: want at least 2 (the current one and the one before)", s.keep)
+	case s.maxModel <= 0:
+		return nil, fmt.Errorf("agent: max model bytes %d: want a positive size", s.maxModel)
 	}
 	if s.client == nil {
 		s.client = registry.NewClient()
 	}
-	st, err := openStore(s.data, s.keep, v1.Platform{OS: runtime.GOOS, Architecture: runtime.GOARCH})
+	st, err := openStore(s.data, s.keep, v1.Platform{OS: runtime.GOOS, Architecture: runtime.GOARCH}, s.maxModel)
 	if err != nil {
 		return nil, err
 	}
@@ -606,7 +614,7 @@ func boolGauge(b bool) float64 {
 // settings, and nothing else (the agent's credentials stay with it).
 func (a *Agent) serverEnv(digest string) []string {
 	own := []string{"WARD_MODEL", "PORT", "WARD_MODEL_DIGEST", "WARD_PREDICTION_LOG"}
-	pass := append([]string{"WARD_LOG_LEVEL", "TZ"}, serving.Env...)
+	pass := append([]string{"WARD_LOG_LEVEL", "TZ"}, trained.ServerEnv...)
 	env := []string{"WARD_MODEL_DIGEST=" + digest, "WARD_LOG_FORMAT=json"}
 	for _, kv := range a.environ {
 		k, _, _ := strings.Cut(kv, "=")

@@ -503,7 +503,8 @@ func (d *Demo) pack(ctx context.Context, version, dir string) (string, error) {
 		}
 		d.server = srv
 	}
-	pub := image.NewPublisher(image.WithRemote(d.client.Remote(ctx)...), image.WithSigner(d.key))
+	pub := image.NewPublisher(image.WithRegistry(d.client), image.WithSigner(d.key),
+		image.WithServer(d.server), image.WithBuild(image.Created(d.start.UTC().Truncate(time.Second))))
 	n, skipped := 0, 0
 	for _, h := range d.hs {
 		tr, err := image.ReadTrained(filepath.Join(dir, h.ID, trainreport.ModelFile), "", "")
@@ -513,19 +514,15 @@ func (d *Demo) pack(ctx context.Context, version, dir string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		if tr.GateError() != nil {
-			skipped++
-			continue
-		}
-		img, err := image.Build(tr.Model, d.server, image.Created(d.start.UTC().Truncate(time.Second)))
-		if err != nil {
-			return "", err
-		}
 		repo, err := d.client.Repository(d.reg.Host, h.Image.Repository)
 		if err != nil {
 			return "", err
 		}
-		res, err := pub.Publish(ctx, repo, img, tr.Report)
+		res, err := image.Package(ctx, tr, repo, pub)
+		if errors.Is(err, image.ErrGateFailed) {
+			skipped++
+			continue
+		}
 		if err != nil {
 			return "", err
 		}
@@ -553,7 +550,15 @@ func (d *Demo) buildServer(ctx context.Context) (*image.Server, error) {
 		return image.LoadServer(d.o.Servers)
 	}
 	if _, err := os.Stat(filepath.FromSlash(strings.TrimPrefix(image.DefaultServerPackage, "./"))); err != nil {
-		return nil, fmt.Errorf("the model server's source (%s) is not here: run ward demo from the ward repository (go run ./tools/ward demo), or give a prebuilt server with --server linux/%s=FILE", image.DefaultServerPackage, runtime.GOARCH)
+		// Outside a ward checkout (a go install'ed ward), the demo's
+		// server is ward itself: it holds ward serve, and run as
+		// /ward/serve it is the model server (tools/ward/main.go).
+		exe, err := os.Executable()
+		if err != nil || runtime.GOOS != "linux" {
+			return nil, fmt.Errorf("the model server's source (%s) is not here, and this ward cannot serve in an image (%s/%s, %v): run ward demo from the ward repository (go run ./tools/ward demo), or give a prebuilt server with --server linux/%s=FILE", image.DefaultServerPackage, runtime.GOOS, runtime.GOARCH, err, runtime.GOARCH)
+		}
+		d.o.Log.Info("the model server's source is not here: packing this ward executable as the server", "file.path", exe)
+		return image.LoadServer(map[string]string{"linux/" + runtime.GOARCH: exe})
 	}
 	return image.BuildServer(ctx, ".", image.DefaultServerPackage, []string{"linux/" + runtime.GOARCH})
 }

@@ -70,22 +70,11 @@ func (img *Image) attachments(report Report) ([]artifact, error) {
 	out = append(out, mp)
 
 	for _, plat := range slices.Sorted(maps.Keys(img.Platforms)) {
-		desc, err := descriptorOf(img.Platforms[plat])
+		a, err := sbomOf(img.Platforms[plat], img.server.Binaries[plat], plat, img.created)
 		if err != nil {
 			return nil, err
 		}
-		doc, err := SBOM(img.server.Binaries[plat], plat, img.created)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, artifact{
-			artifactType: SBOMArtifactType,
-			subject:      desc,
-			config:       static.NewLayer([]byte("{}"), emptyConfigType),
-			layers:       []v1.Layer{static.NewLayer(doc, SBOMArtifactType)},
-			layerAnns:    []map[string]string{{AnnotationTitle: "ward-serve." + path.Base(plat) + ".spdx.json"}},
-			annotations:  map[string]string{AnnotationCreated: created},
-		})
+		out = append(out, a)
 	}
 
 	if len(report) > 0 {
@@ -102,6 +91,27 @@ func (img *Image) attachments(report Report) ([]artifact, error) {
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// sbomOf is the SBOM of a platform's server binary, attached to that
+// platform's manifest.
+func sbomOf(subject describable, bin []byte, plat string, created time.Time) (artifact, error) {
+	desc, err := descriptorOf(subject)
+	if err != nil {
+		return artifact{}, err
+	}
+	doc, err := SBOM(bin, plat, created)
+	if err != nil {
+		return artifact{}, err
+	}
+	return artifact{
+		artifactType: SBOMArtifactType,
+		subject:      desc,
+		config:       static.NewLayer([]byte("{}"), emptyConfigType),
+		layers:       []v1.Layer{static.NewLayer(doc, SBOMArtifactType)},
+		layerAnns:    []map[string]string{{AnnotationTitle: "ward-serve." + path.Base(plat) + ".spdx.json"}},
+		annotations:  map[string]string{AnnotationCreated: created.Format(time.RFC3339)},
+	}, nil
 }
 
 // modelPack describes the model layer (the same blob as in the image) as a

@@ -32,35 +32,35 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/wardml/ward/models/trained"
 )
 
-// Paths and settings inside the image.
+// Paths and settings inside the image (the paths and the annotation keys
+// are defined in models/trained, which the agent and deploy read too).
 const (
-	ServerPath = "/ward/serve"
-	ModelPath  = "/models/model.json"
-	CardPath   = "/models/MODEL_CARD.md"
+	ServerPath = trained.ServerPath
+	ModelPath  = trained.ModelPath
+	CardPath   = trained.CardPath
 	Port       = 8080
 	// User is the numeric user and group the server runs as (distroless's
 	// "nonroot"): never root.
 	User = "65532:65532"
 )
 
-// Annotation keys: the OCI ones, and ward's own, which deploy, the agent
-// and the manifest repo read back from a verified image.
+// Annotation keys: the OCI ones, and ward's own.
 const (
-	AnnotationCreated     = "org.opencontainers.image.created"
-	AnnotationVersion     = "org.opencontainers.image.version"
-	AnnotationRevision    = "org.opencontainers.image.revision"
-	AnnotationSource      = "org.opencontainers.image.source"
-	AnnotationTitle       = "org.opencontainers.image.title"
-	AnnotationDescription = "org.opencontainers.image.description"
+	AnnotationCreated     = trained.AnnotationCreated
+	AnnotationVersion     = trained.AnnotationVersion
+	AnnotationRevision    = trained.AnnotationRevision
+	AnnotationSource      = trained.AnnotationSource
+	AnnotationTitle       = trained.AnnotationTitle
+	AnnotationDescription = trained.AnnotationDescription
 
-	AnnotationHospital     = "dev.ward.hospital"
-	AnnotationModelVersion = "dev.ward.model.version"
-	AnnotationModelFamily  = "dev.ward.model.family"
-	// AnnotationMetricPrefix + a metric's name (mae, rmse, under_rate, ...)
-	// holds its validation value.
-	AnnotationMetricPrefix = "dev.ward.metrics."
+	AnnotationHospital     = trained.AnnotationHospital
+	AnnotationModelVersion = trained.AnnotationModelVersion
+	AnnotationModelFamily  = trained.AnnotationModelFamily
+	AnnotationMetricPrefix = trained.AnnotationMetricPrefix
 )
 
 // Model is what one hospital's image carries besides the server.
@@ -152,18 +152,35 @@ func Source(url string) BuildOption { return func(c *buildConfig) { c.source = u
 // Revision sets the source revision, a commit (org.opencontainers.image.revision).
 func Revision(rev string) BuildOption { return func(c *buildConfig) { c.revision = rev } }
 
-// Build makes the image of one hospital's model with the server. It is pure:
-// the same inputs give the same digests.
+// Build makes the image of one hospital's model with the server: the
+// server's image (ServerImage) with the model appended (BuildOn). It is
+// pure: the same inputs give the same digests.
 func Build(m Model, srv *Server, opts ...BuildOption) (*Image, error) {
+	if err := m.check(); err != nil {
+		return nil, err
+	}
+	if srv == nil || len(srv.Binaries) == 0 {
+		return nil, fmt.Errorf("image %s: no serving binary", m.Hospital)
+	}
+	base, err := ServerImage(srv, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", m.Hospital, err)
+	}
+	return BuildOn(base, m, opts...)
+}
+
+// BuildOn makes the image of one hospital's model on the server's image:
+// on each of its platforms, the model's layer appended, the config's labels
+// and the annotations the model's. The server's layers are the base's own
+// blobs, so a registry that has the base stores and receives them once for
+// every hospital. It is pure: the same base and model give the same digests.
+func BuildOn(base *Base, m Model, opts ...BuildOption) (*Image, error) {
 	cfg := buildConfig{created: time.Unix(0, 0).UTC()}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	if err := m.check(); err != nil {
 		return nil, err
-	}
-	if srv == nil || len(srv.Binaries) == 0 {
-		return nil, fmt.Errorf("image %s: no serving binary", m.Hospital)
 	}
 	card := m.Card
 	if len(card) == 0 {
@@ -177,27 +194,24 @@ func Build(m Model, srv *Server, opts ...BuildOption) (*Image, error) {
 		return nil, err
 	}
 	anns := annotations(m, cfg)
+	if base.Ref != nil {
+		anns[trained.AnnotationBaseName] = base.Ref.Context().Name()
+		anns[trained.AnnotationBaseDigest] = base.Ref.DigestStr()
+	}
 	img := &Image{
-		Model: m, Platforms: map[string]v1.Image{}, ModelLayer: modelLayer,
-		server: srv, created: cfg.created, source: cfg.source, revision: cfg.revision,
+		Model: m, Platforms: map[string]v1.Image{}, ModelLayer: modelLayer, server: base.server,
+		created: cfg.created, source: cfg.source, revision: cfg.revision,
 	}
 	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
-	for _, p := range slices.Sorted(maps.Keys(srv.Binaries)) {
-		plat, err := v1.ParsePlatform(p)
-		if err != nil || plat.OS == "" || plat.Architecture == "" {
-			return nil, fmt.Errorf("image %s: platform %q: want os/arch, e.g. linux/amd64", m.Hospital, p)
-		}
-		binLayer, err := srv.layer(p, cfg.created)
-		if err != nil {
-			return nil, err
-		}
-		pi, err := platformImage(*plat, binLayer, modelLayer, anns, cfg.created)
+	for _, p := range base.platformNames() {
+		pi, err := withModel(base.platforms[p], modelLayer, anns, cfg.created)
 		if err != nil {
 			return nil, fmt.Errorf("image %s %s: %w", m.Hospital, p, err)
 		}
 		img.Platforms[p] = pi
-		img.ServerLayers = append(img.ServerLayers, binLayer)
-		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: pi, Descriptor: v1.Descriptor{Platform: plat}})
+		img.ServerLayers = append(img.ServerLayers, base.layers[p])
+		plat := base.platform(p)
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: pi, Descriptor: v1.Descriptor{Platform: &plat}})
 	}
 	img.Index = mutate.Annotations(idx, anns).(v1.ImageIndex)
 	return img, nil
@@ -215,10 +229,10 @@ func (m Model) check() error {
 	return nil
 }
 
-func platformImage(plat v1.Platform, bin, model v1.Layer, anns map[string]string, created time.Time) (v1.Image, error) {
-	base := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
-	img, err := mutate.Append(base,
-		mutate.Addendum{Layer: bin, History: v1.History{Created: v1.Time{Time: created}, CreatedBy: "ward package: serving binary " + ServerPath}},
+// withModel appends the model layer to a platform image of the server, and
+// gives it the model's time, labels and annotations.
+func withModel(server v1.Image, model v1.Layer, anns map[string]string, created time.Time) (v1.Image, error) {
+	img, err := mutate.Append(server,
 		mutate.Addendum{Layer: model, History: v1.History{Created: v1.Time{Time: created}, CreatedBy: "ward package: model " + ModelPath}},
 	)
 	if err != nil {
@@ -229,16 +243,8 @@ func platformImage(plat v1.Platform, bin, model v1.Layer, anns map[string]string
 		return nil, err
 	}
 	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture, cf.Variant = plat.OS, plat.Architecture, plat.Variant
 	cf.Created = v1.Time{Time: created}
-	cf.Config = v1.Config{
-		Entrypoint:   []string{ServerPath},
-		Env:          []string{"WARD_MODEL=" + ModelPath, "PORT=" + strconv.Itoa(Port)},
-		User:         User,
-		WorkingDir:   "/",
-		ExposedPorts: map[string]struct{}{strconv.Itoa(Port) + "/tcp": {}},
-		Labels:       anns,
-	}
+	cf.Config.Labels = anns
 	img, err = mutate.ConfigFile(img, cf)
 	if err != nil {
 		return nil, err

@@ -15,6 +15,7 @@ import (
 	orasremote "oras.land/oras-go/v2/registry/remote"
 
 	"github.com/wardml/ward/tools/registry"
+	"github.com/wardml/ward/tools/signing"
 )
 
 // Publisher pushes built images to a registry, signs them and attaches
@@ -31,6 +32,11 @@ type Publisher struct {
 	mu     sync.Mutex
 	mounts map[v1.Hash]name.Repository
 	oras   map[name.Repository]*orasremote.Repository
+
+	// What Package builds on (package.go).
+	base   *Base
+	server *Server
+	build  []BuildOption
 }
 
 // PublishOption configures a Publisher.
@@ -60,6 +66,8 @@ func NewPublisher(opts ...PublishOption) *Publisher {
 
 // Published is what a publish did.
 type Published struct {
+	// Hospital and Version are the model's (empty for the server's image).
+	Hospital, Version string
 	// Ref is the image by digest: what deploys record.
 	Ref name.Digest
 	Tag name.Tag
@@ -114,7 +122,7 @@ func (p *Publisher) Publish(ctx context.Context, repo name.Repository, img *Imag
 	if err != nil {
 		return nil, err
 	}
-	out := &Published{Ref: repo.Digest(d.String()), Tag: tag, Platforms: map[string]v1.Hash{}}
+	out := &Published{Hospital: img.Model.Hospital, Version: img.Model.Version, Ref: repo.Digest(d.String()), Tag: tag, Platforms: map[string]v1.Hash{}}
 	for plat, pi := range img.Platforms {
 		pd, err := pi.Digest()
 		if err != nil {
@@ -146,6 +154,25 @@ func (p *Publisher) Publish(ctx context.Context, repo name.Repository, img *Imag
 		out.Attached = append(out.Attached, at)
 	}
 	return out, nil
+}
+
+// signServer signs the server's image, the index and each platform, in
+// the legacy format, when the publisher has a key.
+func (p *Publisher) signServer(ctx context.Context, out *Published) error {
+	if p.key == nil {
+		return nil
+	}
+	refs := []name.Digest{out.Ref}
+	for _, pd := range out.Platforms {
+		refs = append(refs, out.Ref.Context().Digest(pd.String()))
+	}
+	for _, r := range refs {
+		if err := signing.Sign(ctx, r, p.key, p.remote...); err != nil {
+			return err
+		}
+	}
+	out.Signed = true
+	return nil
 }
 
 // mountServer asks the registry to mount the server layers into repo from

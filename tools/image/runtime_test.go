@@ -47,7 +47,38 @@ func TestImageRunsInRunc(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Run("from source", func(t *testing.T) { runInRunc(t, skopeo, umoci, runc, res, fitted) })
 
+	// The same model on the server's image that ward package-server pushed,
+	// built with no Go toolchain on PATH: ward package --base.
+	key := testKey(t)
+	base, err := ServerImage(testServer(t), Created(testTime))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bres, err := NewPublisher(WithRemote(tg.remote()...), WithSigner(key)).PublishServer(ctx, tg.repo(t, "ward/serve"), base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", t.TempDir())
+	if _, err := exec.LookPath("go"); err == nil {
+		t.Fatal("go is still on PATH")
+	}
+	pulled, err := PullBase(ctx, bres.Ref, &key.PublicKey, tg.remote()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := NewPublisher(WithRemote(tg.remote()...), WithSigner(key), WithBase(pulled), WithBuild(Created(testTime)))
+	onBase, err := Package(ctx, &Trained{Model: m}, tg.repo(t, "ward/st-olaf"), pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("on a base, without go", func(t *testing.T) { runInRunc(t, skopeo, umoci, runc, onBase, fitted) })
+}
+
+// runInRunc runs the published image in runc and asks it for the first
+// validation case's prediction: the model's own answer.
+func runInRunc(t *testing.T, skopeo, umoci, runc string, res *Published, fitted modeltest.Fitted) {
 	dir := t.TempDir()
 	layout, bundle := filepath.Join(dir, "oci"), filepath.Join(dir, "bundle")
 	run(t, skopeo, "copy", "--src-tls-verify=false", "--override-os", "linux", "--override-arch", runtime.GOARCH,

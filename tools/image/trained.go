@@ -8,8 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/wardml/ward/models"
-	"github.com/wardml/ward/pipelines/train"
-	trainreport "github.com/wardml/ward/pipelines/train/report"
+	"github.com/wardml/ward/models/trained"
 )
 
 // ErrGateFailed: training's gate judged the model worse than the one in
@@ -23,7 +22,7 @@ type Trained struct {
 	Report Report
 	// Gate is the gate ward train recorded in report/metrics.json (nil
 	// without a record).
-	Gate *train.Gate
+	Gate *trained.Gate
 }
 
 // ReadTrained reads the model file and what lies beside it: the card
@@ -51,7 +50,7 @@ func ReadTrained(modelFile, cardFile, reportDir string) (*Trained, error) {
 	dir := filepath.Dir(modelFile)
 	card := cardFile
 	if card == "" {
-		card = filepath.Join(dir, "MODEL_CARD.md")
+		card = filepath.Join(dir, trained.CardFile)
 	}
 	if b, err := os.ReadFile(card); err == nil {
 		t.Model.Card = b
@@ -60,14 +59,14 @@ func ReadTrained(modelFile, cardFile, reportDir string) (*Trained, error) {
 	}
 	rep := reportDir
 	if rep == "" {
-		rep = filepath.Join(dir, trainreport.ReportDir)
+		rep = filepath.Join(dir, trained.ReportDir)
 	}
 	if t.Report, err = readReport(rep, reportDir != ""); err != nil {
 		return nil, err
 	}
-	if b, ok := t.Report[trainreport.MetricsFile]; ok {
+	if b, ok := t.Report[trained.MetricsFile]; ok {
 		var m struct {
-			Gate *train.Gate `json:"gate"`
+			Gate *trained.Gate `json:"gate"`
 		}
 		if json.Unmarshal(b, &m) == nil {
 			t.Gate = m.Gate
@@ -82,7 +81,7 @@ func (t *Trained) GateError() error {
 	if t.Gate == nil || t.Gate.Passed {
 		return nil
 	}
-	return fmt.Errorf("%w: %s (see %s/%s)", ErrGateFailed, t.Gate.Reason, trainreport.ReportDir, trainreport.MetricsFile)
+	return fmt.Errorf("%w: %s (see %s/%s)", ErrGateFailed, t.Gate.Reason, trained.ReportDir, trained.MetricsFile)
 }
 
 // readReport reads the report files of dir (not its subfolders); a missing

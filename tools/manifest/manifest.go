@@ -16,6 +16,8 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/wardml/ward/models/trained"
 )
 
 // The errors that say why a command changed nothing; the CLI maps them to
@@ -63,12 +65,10 @@ func fail(kind error, format string, args ...any) error {
 // The annotations of a packaged image that a deploy records. The model
 // version is ward's own annotation, else the OCI version.
 const (
-	AnnotationHospital     = "dev.ward.hospital"
-	AnnotationModelVersion = "dev.ward.model.version"
-	AnnotationVersion      = "org.opencontainers.image.version"
-	// AnnotationMetricPrefix precedes each validation metric's name
-	// (dev.ward.metrics.mae: "1234.5").
-	AnnotationMetricPrefix = "dev.ward.metrics."
+	AnnotationHospital     = trained.AnnotationHospital
+	AnnotationModelVersion = trained.AnnotationModelVersion
+	AnnotationVersion      = trained.AnnotationVersion
+	AnnotationMetricPrefix = trained.AnnotationMetricPrefix
 )
 
 // Image is what a deploy records about a verified image.

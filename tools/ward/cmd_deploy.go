@@ -158,7 +158,7 @@ func deployImages(ctx context.Context, app *App, f *manifestFlags, file string, 
 	if err != nil {
 		return exit.With(exit.Config, fmt.Errorf("--images: %w", err))
 	}
-	var packaged []packageResult
+	var packaged []image.Line
 	if err := json.Unmarshal(b, &packaged); err != nil {
 		return exit.With(exit.Config, fmt.Errorf("--images %s: not the output of ward package --output json: %v", file, err))
 	}

@@ -34,14 +34,19 @@ func init() {
 		serverPkg, platforms string
 		sourceURL, revision  string
 		sigFormat            string
+		base                 string
 	)
 	register(&Command{
 		Name:    "package",
 		Summary: "Build, push and sign each hospital's model image",
-		Usage:   "package (--hospital ID --model FILE | --all --models DIR) [--server PLATFORM=FILE ...] [--output json]",
+		Usage:   "package (--hospital ID --model FILE | --all --models DIR) [--base IMAGE@DIGEST | --server PLATFORM=FILE ...] [--output json]",
 		Help: `Builds one OCI image per hospital without Docker: the serving binary
-(linux/amd64 and linux/arm64, built from --server-package unless --server
-gives prebuilt ones) and the model under /models/, on an empty base. Pushes
+and the model under /models/. With --base (the server's image that ward
+package-server pushed, by digest), the model's layer is appended to it:
+no Go toolchain is needed, and the base's signature is checked first
+(WARD_VERIFY_KEY, else the public half of WARD_SIGNING_KEY). Without it,
+the server is built from --server-package (linux/amd64 and linux/arm64, Go
+and ward's source needed) unless --server gives prebuilt ones. Pushes
 it to WARD_REGISTRY/<the contract's image.repository>, tagged with the model
 version, signs the index and each platform with WARD_SIGNING_KEY in
 cosign's formats (--signature-format: legacy, the sha256-<hex>.sig tag that
@@ -70,6 +75,7 @@ ward package --all --models .ward/models --output json`,
 			fs.StringVar(&models, "models", "", "folder of <id>/model.json, for --all")
 			fs.StringVar(&card, "card", "", "model card (Markdown); default MODEL_CARD.md beside the model, else one made from it")
 			fs.StringVar(&report, "report", "", "training report folder to attach; default report/ beside the model")
+			fs.StringVar(&base, "base", "", "the server's image to build on, REPOSITORY@sha256:DIGEST (from ward package-server)")
 			fs.Var(&servers, "server", "prebuilt serving binary, PLATFORM=FILE (repeatable)")
 			fs.StringVar(&serverPkg, "server-package", image.DefaultServerPackage, "Go main package of the server to build")
 			fs.StringVar(&platforms, "platform", strings.Join(image.Platforms, ","), "platforms to build the server for")
@@ -124,10 +130,6 @@ ward package --all --models .ward/models --output json`,
 					return exit.With(exit.Config, err)
 				}
 			}
-			srv, err := serverBinaries(ctx, app, servers, serverPkg, platforms)
-			if err != nil {
-				return exit.With(exit.Config, err)
-			}
 			opts := []image.BuildOption{image.Created(sourceTime(ctx, app.Log))}
 			if s := sourceOf(sourceURL); s != "" {
 				opts = append(opts, image.Source(s))
@@ -135,28 +137,45 @@ ward package --all --models .ward/models --output json`,
 			if r := revisionOf(ctx, revision); r != "" {
 				opts = append(opts, image.Revision(r))
 			}
-			pubOpts := []image.PublishOption{image.WithRegistry(client), image.WithSigner(key), image.WithSignatureFormat(format)}
+			pubOpts := []image.PublishOption{image.WithRegistry(client), image.WithSigner(key), image.WithSignatureFormat(format), image.WithBuild(opts...)}
+			if base != "" {
+				if len(servers) > 0 {
+					return exit.With(exit.Config, errors.New("give --base or --server, not both"))
+				}
+				b, err := baseImage(ctx, app, client, key, base)
+				if err != nil {
+					return err
+				}
+				app.Log.Info("building on the server's image", "image", base, "version", b.Version)
+				pubOpts = append(pubOpts, image.WithBase(b))
+			} else {
+				srv, err := serverBinaries(ctx, app, servers, serverPkg, platforms)
+				if err != nil {
+					return exit.With(exit.Config, err)
+				}
+				pubOpts = append(pubOpts, image.WithServer(srv))
+			}
 			if logging.IsTerminal(app.Stderr) && !app.JSON() {
 				pubOpts = append(pubOpts, image.WithProgress(app.Stderr))
 			}
 			pub := image.NewPublisher(pubOpts...)
 
-			var results []packageResult
+			var results []image.Line
 			failed := 0
 			start := time.Now()
 			for _, j := range jobs {
-				r, err := j.run(ctx, app, client, pub, srv, opts)
+				r, err := j.run(ctx, app, client, pub)
 				if errors.Is(err, image.ErrGateFailed) && all {
 					// A scheduled run ships the models that passed; the
 					// others wait for a person (or --force).
 					app.Log.Warn("package skipped", "hospital", j.hospital.ID, "error", err.Error(), "event.outcome", "unknown")
-					results = append(results, packageResult{Hospital: j.hospital.ID, Skipped: err.Error()})
+					results = append(results, image.Line{Hospital: j.hospital.ID, Skipped: err.Error()})
 					continue
 				}
 				if err != nil {
 					failed++
 					app.Log.Error("package failed", "hospital", j.hospital.ID, "error", err.Error(), "event.outcome", "failure")
-					results = append(results, packageResult{Hospital: j.hospital.ID, Error: err.Error()})
+					results = append(results, image.Line{Hospital: j.hospital.ID, Error: err.Error()})
 					continue
 				}
 				app.Log.Info("packaged", "hospital", r.Hospital, "version", r.Version, "image", r.Image, "event.outcome", "success")
@@ -184,50 +203,51 @@ type packageJob struct {
 	force               bool
 }
 
-type packageResult struct {
-	Hospital  string            `json:"hospital"`
-	Version   string            `json:"version,omitempty"`
-	Image     string            `json:"image,omitempty"`
-	Tag       string            `json:"tag,omitempty"`
-	Platforms map[string]string `json:"platforms,omitempty"`
-	Attached  []string          `json:"attached,omitempty"`
-	Error     string            `json:"error,omitempty"`
-	// Skipped says why a model of --all was not packaged (a failed gate).
-	Skipped string `json:"skipped,omitempty"`
-}
-
-func (j packageJob) run(ctx context.Context, app *App, client *registry.Client, pub *image.Publisher, srv *image.Server, opts []image.BuildOption) (packageResult, error) {
+func (j packageJob) run(ctx context.Context, app *App, client *registry.Client, pub *image.Publisher) (image.Line, error) {
 	tr, err := image.ReadTrained(j.model, j.card, j.report)
 	if err != nil {
-		return packageResult{}, err
+		return image.Line{}, err
 	}
-	m := tr.Model
-	if m.Hospital != j.hospital.ID {
-		return packageResult{}, fmt.Errorf("model %s is for hospital %q, not %q", j.model, m.Hospital, j.hospital.ID)
-	}
-	if err := tr.GateError(); err != nil && !j.force {
-		return packageResult{}, fmt.Errorf("%w; package it anyway with --force", err)
-	}
-	img, err := image.Build(m, srv, opts...)
-	if err != nil {
-		return packageResult{}, err
+	if tr.Model.Hospital != j.hospital.ID {
+		return image.Line{}, fmt.Errorf("model %s is for hospital %q, not %q", j.model, tr.Model.Hospital, j.hospital.ID)
 	}
 	repo, err := client.Repository(app.Config.Registry(), j.hospital.Image.Repository)
 	if err != nil {
-		return packageResult{}, err
+		return image.Line{}, err
 	}
-	res, err := pub.Publish(ctx, repo, img, tr.Report)
+	var opts []image.PackageOption
+	if j.force {
+		opts = append(opts, image.Force())
+	}
+	res, err := image.Package(ctx, tr, repo, pub, opts...)
+	if errors.Is(err, image.ErrGateFailed) {
+		return image.Line{}, fmt.Errorf("%w; package it anyway with --force", err)
+	}
 	if err != nil {
-		return packageResult{}, err
+		return image.Line{}, err
 	}
-	out := packageResult{Hospital: m.Hospital, Version: m.Version, Image: res.Ref.String(), Tag: res.Tag.String(), Platforms: map[string]string{}}
-	for p, d := range res.Platforms {
-		out.Platforms[p] = d.String()
+	return res.Line(), nil
+}
+
+// baseImage pulls the server's image named by digest, after checking its
+// signature: with WARD_VERIFY_KEY, else with the public half of the
+// signing key (the group signs its server and its models alike).
+func baseImage(ctx context.Context, app *App, client *registry.Client, key *ecdsa.PrivateKey, ref string) (*image.Base, error) {
+	d, err := client.ParseDigest(ref)
+	if err != nil {
+		return nil, exit.With(exit.Config, fmt.Errorf("--base %s: %w", ref, err))
 	}
-	for _, a := range res.Attached {
-		out.Attached = append(out.Attached, a.ArtifactType+" "+a.Digest.String())
+	pub := &key.PublicKey
+	if app.Config.Get("verify_key") != "" {
+		if pub, err = verifyKey(app, ""); err != nil {
+			return nil, err
+		}
 	}
-	return out, nil
+	b, err := image.PullBase(ctx, d, pub, client.Remote(ctx)...)
+	if err != nil {
+		return nil, verifyError(fmt.Errorf("--base: %w", err))
+	}
+	return b, nil
 }
 
 // signingKey reads WARD_SIGNING_KEY: ward signs every image it pushes.

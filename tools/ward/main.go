@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -79,7 +80,13 @@ func (a *App) Print(v any, text func(w io.Writer)) error {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Environ())
+	args := os.Args[1:]
+	if filepath.Base(os.Args[0]) == "serve" {
+		// Packed as an image's /ward/serve (ward demo outside a ward
+		// checkout packs ward itself), ward is the model server.
+		args = append([]string{"serve"}, args...)
+	}
+	code := run(ctx, args, os.Stdout, os.Stderr, os.Environ())
 	stop()
 	os.Exit(code)
 }

@@ -28,14 +28,15 @@ import (
 
 	"github.com/wardml/ward/internal/page"
 	"github.com/wardml/ward/models"
+	"github.com/wardml/ward/models/trained"
 	"github.com/wardml/ward/pipelines/train"
 )
 
 // The files of a hospital's folder.
 const (
-	ModelFile   = "model.json"
-	ReportDir   = "report"
-	MetricsFile = "metrics.json"
+	ModelFile   = trained.ModelFile
+	ReportDir   = trained.ReportDir
+	MetricsFile = trained.MetricsFile
 )
 
 // Render makes the files of a trained hospital's folder: the artifact,

@@ -96,7 +96,7 @@ func runDeploy(ctx context.Context) error {
 		}
 	}
 	refs := map[string]string{}
-	pub := image.NewPublisher(image.WithRemote(client.Remote(ctx)...), image.WithSigner(key))
+	pub := image.NewPublisher(image.WithRegistry(client), image.WithSigner(key))
 	for _, v := range versions {
 		fitted.Version = v
 		art, err := fitted.Encode()
