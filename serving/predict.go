@@ -1,6 +1,7 @@
 package serving
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -90,6 +91,7 @@ type scratch struct {
 	insts  []any
 	recs   []record
 	inputs []byte
+	body   bytes.Buffer // the request's bytes, as read
 	spans  [][2]int
 	lines  []byte
 	answer []byte
@@ -224,7 +226,40 @@ func (s *Server) requestID(r *http.Request) (string, error) {
 	return id, nil
 }
 
+// turnRead is how long an admitted request's body may take to arrive.
+const turnRead = 2 * time.Second
+
+// admit waits for a slot of the predictions in flight: at once when one
+// is free, else for at most cfg.QueueWait. A request that is not admitted
+// has read nothing of its body, so a flood of them costs connections, not
+// memory.
+func (s *Server) admit(r *http.Request) bool {
+	select {
+	case s.slots <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(s.cfg.QueueWait)
+	defer t.Stop()
+	select {
+	case s.slots <- struct{}{}:
+		return true
+	case <-t.C:
+	case <-r.Context().Done():
+	}
+	return false
+}
+
 func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
+	if !s.admit(r) {
+		w.Header()["Retry-After"] = []string{"1"}
+		writeJSON(w, http.StatusServiceUnavailable, Problem{Error: fmt.Sprintf("the server is busy: %d predictions in flight, and this request waited %s for a turn; retry in a second", s.cfg.MaxInFlight, s.cfg.QueueWait)})
+		return
+	}
+	defer func() { <-s.slots }()
+	// A body that trickles in must not hold a turn for the whole read
+	// timeout: the rest of it has turnRead to arrive.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(turnRead))
 	start := time.Now()
 	m := s.model.Load() // the whole request runs on this model, swap or not
 	sc := s.scratch.Get().(*scratch)
@@ -347,56 +382,125 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 }
 
 // instances decodes the body: one case as a JSON object, or a batch as
-// {"instances": [...]}. It decodes as it reads, as a bare handler would.
+// {"instances": [...]}. It decodes as it reads, as a bare handler would,
+// a case at a time, and stops at the first case past cfg.MaxBatch: a body
+// of a million empty cases costs what max_batch of them do.
 func (s *Server) instances(sc *scratch, m *model, body io.Reader) (insts []any, batch bool, err error) {
-	dec := json.NewDecoder(body)
+	// The bytes read are kept: a syntax error's offset is then the
+	// body's, wherever the decoder met it.
+	sc.body.Reset()
+	dec := json.NewDecoder(io.TeeReader(body, &sc.body))
 	dec.UseNumber()
-	var top any
-	if err := dec.Decode(&top); err != nil {
-		return nil, false, notJSON(err)
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, false, sc.notJSON(err)
+	}
+	if tok != json.Delim('{') {
+		return nil, false, fmt.Errorf(`body is a JSON %s: want one case as a JSON object, or {"instances": [...]}`, tokenKind(tok))
+	}
+	clear(sc.insts)
+	sc.insts = sc.insts[:0]
+	obj := map[string]any{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, false, sc.notJSON(err)
+		}
+		key, _ := tok.(string) // the decoder checks that a key is a string
+		if key == "instances" && m.batchKey {
+			if batch {
+				return nil, true, errors.New(`the body holds "instances" twice`)
+			}
+			batch = true
+			if err := s.batch(sc, dec); err != nil {
+				return nil, true, err
+			}
+			continue
+		}
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			return nil, batch, sc.notJSON(err)
+		}
+		obj[key] = v
+	}
+	if _, err := dec.Token(); err != nil { // the object's end
+		return nil, batch, sc.notJSON(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return nil, false, err
+			return nil, batch, err
 		}
-		return nil, false, fmt.Errorf("body is not valid JSON: more data after the JSON value at offset %d", dec.InputOffset())
+		return nil, batch, fmt.Errorf("body is not valid JSON: more data after the JSON value at offset %d", dec.InputOffset())
 	}
-	obj, ok := top.(map[string]any)
-	if !ok {
-		return nil, false, fmt.Errorf(`body is a JSON %s: want one case as a JSON object, or {"instances": [...]}`, jsonKind(top))
-	}
-	raw, isBatch := obj["instances"]
-	if !isBatch || !m.batchKey {
-		sc.insts = append(sc.insts[:0], obj)
+	if !batch {
+		sc.insts = append(sc.insts, obj)
 		return sc.insts, false, nil
 	}
 	for k := range obj {
-		if k != "instances" {
-			return nil, true, fmt.Errorf("a batch holds only \"instances\", and the body also has %q", k)
+		return nil, true, fmt.Errorf("a batch holds only \"instances\", and the body also has %q", k)
+	}
+	return sc.insts, true, nil
+}
+
+// batch decodes the instances array into sc.insts, a case at a time.
+func (s *Server) batch(sc *scratch, dec *json.Decoder) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return sc.notJSON(err)
+	}
+	if tok != json.Delim('[') {
+		return fmt.Errorf("instances is a JSON %s: want an array of cases", tokenKind(tok))
+	}
+	for dec.More() {
+		if len(sc.insts) > s.cfg.MaxBatch {
+			return fmt.Errorf("instances holds more than %d cases, at most %d per request", s.cfg.MaxBatch+1, s.cfg.MaxBatch)
 		}
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			return sc.notJSON(err)
+		}
+		sc.insts = append(sc.insts, v)
 	}
-	list, ok := raw.([]any)
-	switch {
-	case !ok:
-		return nil, true, fmt.Errorf("instances is a JSON %s: want an array of cases", jsonKind(raw))
-	case len(list) == 0:
-		return nil, true, errors.New("instances is empty: want at least one case")
-	case len(list) > s.cfg.MaxBatch:
-		return nil, true, fmt.Errorf("instances holds %d cases, at most %d per request", len(list), s.cfg.MaxBatch)
+	switch n := len(sc.insts); {
+	case n == 0:
+		return errors.New("instances is empty: want at least one case")
+	case n > s.cfg.MaxBatch:
+		return fmt.Errorf("instances holds %d cases, at most %d per request", n, s.cfg.MaxBatch)
 	}
-	return list, true, nil
+	if _, err := dec.Token(); err != nil { // the array's end
+		return sc.notJSON(err)
+	}
+	return nil
+}
+
+// tokenKind names the JSON kind of the value that begins with tok.
+func tokenKind(tok json.Token) string {
+	switch tok {
+	case json.Delim('{'):
+		return "object"
+	case json.Delim('['):
+		return "array"
+	}
+	return jsonKind(tok)
 }
 
 // notJSON says why the body did not decode: not JSON, and where, or a
-// body that could not be read (too large, or a client too slow).
-func notJSON(err error) error {
-	if syn, ok := errors.AsType[*json.SyntaxError](err); ok {
-		return fmt.Errorf("body is not valid JSON at offset %d: %v", syn.Offset, syn)
+// body that could not be read (too large, or a client too slow). The
+// decoder's own offsets count from where each value began; the offset
+// of the first bad byte in the bytes read is the body's.
+func (sc *scratch) notJSON(err error) error {
+	if _, ok := errors.AsType[*json.SyntaxError](err); ok {
+		if verr := json.Unmarshal(sc.body.Bytes(), new(json.RawMessage)); verr != nil {
+			err = verr
+		}
+		if syn, ok := errors.AsType[*json.SyntaxError](err); ok {
+			return fmt.Errorf("body is not valid JSON at offset %d: %v", syn.Offset, syn)
+		}
 	}
 	switch {
-	case err == io.EOF:
+	case err == io.EOF && sc.body.Len() == 0:
 		return errors.New(`empty body: want one case as a JSON object, or {"instances": [...]}`)
-	case errors.Is(err, io.ErrUnexpectedEOF):
+	case err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF):
 		return errors.New("body is not valid JSON: it ends in the middle of a value (truncated?)")
 	}
 	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {

@@ -75,6 +75,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -98,6 +99,8 @@ type Server struct {
 	db      *dbSink
 	handler http.Handler
 	scratch sync.Pool
+	// slots holds a token for each prediction in flight (cfg.MaxInFlight).
+	slots chan struct{}
 
 	// reload serialises loads (SIGHUP and the watch); file is the state
 	// of the model file at the last look.
@@ -137,6 +140,10 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	_, _ = rand.Read(id[:])
 	s.idPrefix = hex.EncodeToString(id[:])
 	s.scratch.New = func() any { return new(scratch) }
+	if s.cfg.MaxInFlight < 1 {
+		s.cfg.MaxInFlight = runtime.GOMAXPROCS(0)
+	}
+	s.slots = make(chan struct{}, s.cfg.MaxInFlight)
 
 	m, err := loadModel(cfg.Model)
 	if err != nil {
