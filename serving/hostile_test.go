@@ -2,10 +2,12 @@ package serving_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/wardml/ward/internal/testenv"
+	"github.com/wardml/ward/models/modeltest"
 )
 
 // batchBomb is a body of max bytes: {"instances":[{},{},...]}, hundreds of
@@ -175,4 +178,45 @@ func TestRequestsBeyondTheTurnsAreRefusedBriefly(t *testing.T) {
 		}
 	}
 	t.Logf("a stalled body held the only turn for %s", time.Since(began).Round(time.Millisecond))
+}
+
+// FuzzPredictRequest sends any body to /v1/predict: the server answers it
+// (a prediction, or a refusal that is JSON and says why), never crashes,
+// and never predicts from a body that is not one JSON object.
+func FuzzPredictRequest(f *testing.F) {
+	// A small model: every fuzzing worker fits it.
+	fitted := modeltest.StOlaf(f, 400, 1, 1)
+	cfg := config(f, modelFile(f, fitted.Data))
+	cfg.MaxBatch, cfg.MaxBody = 3, 4096
+	srv, err := newServer(cfg)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { srv.Close() })
+	h := srv.Handler()
+	good, _ := json.Marshal(stOlafCase())
+	f.Add(good)
+	f.Add([]byte(`{"instances":[` + string(good) + `,` + string(good) + `]}`))
+	f.Add(batchBomb(600))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/v1/predict", bytes.NewReader(body)))
+		switch w.Code {
+		case http.StatusOK:
+			var v map[string]any
+			if json.Unmarshal(body, &v) != nil {
+				t.Fatalf("predicted from a body that is not a JSON object: %q", body)
+			}
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
+		default:
+			t.Fatalf("status %d for %q", w.Code, body)
+		}
+		var ans map[string]any
+		if err := json.Unmarshal(w.Body.Bytes(), &ans); err != nil {
+			t.Fatalf("answer %q to %q is not JSON: %v", w.Body, body, err)
+		}
+		if w.Code != http.StatusOK && ans["error"] == "" {
+			t.Fatalf("a refusal without a reason: %s", w.Body)
+		}
+	})
 }

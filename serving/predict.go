@@ -382,14 +382,53 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 }
 
 // instances decodes the body: one case as a JSON object, or a batch as
-// {"instances": [...]}. It decodes as it reads, as a bare handler would,
-// a case at a time, and stops at the first case past cfg.MaxBatch: a body
-// of a million empty cases costs what max_batch of them do.
+// {"instances": [...]}. A body that may hold a batch is decoded a token
+// at a time, a case at a time, and the decoding stops at the first case
+// past cfg.MaxBatch: a body of a million empty cases costs what
+// max_batch of them do. Any other body is one case, decoded whole.
 func (s *Server) instances(sc *scratch, m *model, body io.Reader) (insts []any, batch bool, err error) {
-	// The bytes read are kept: a syntax error's offset is then the
-	// body's, wherever the decoder met it.
 	sc.body.Reset()
-	dec := json.NewDecoder(io.TeeReader(body, &sc.body))
+	if _, err := sc.body.ReadFrom(body); err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, false, err
+		}
+		return nil, false, fmt.Errorf("reading the body: %w", err)
+	}
+	data := sc.body.Bytes()
+	clear(sc.insts)
+	sc.insts = sc.insts[:0]
+	// The key may be spelt with escapes (\u0069nstances).
+	if m.batchKey && (bytes.Contains(data, []byte("instances")) || bytes.Contains(data, []byte(`\u`))) {
+		return s.stream(sc, data)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var top any
+	if err := dec.Decode(&top); err != nil {
+		return nil, false, sc.notJSON(err)
+	}
+	if err := end(dec); err != nil {
+		return nil, false, err
+	}
+	obj, ok := top.(map[string]any)
+	if !ok {
+		return nil, false, fmt.Errorf(`body is a JSON %s: want one case as a JSON object, or {"instances": [...]}`, jsonKind(top))
+	}
+	sc.insts = append(sc.insts, obj)
+	return sc.insts, false, nil
+}
+
+// end checks that nothing follows the body's JSON value.
+func end(dec *json.Decoder) error {
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("body is not valid JSON: more data after the JSON value at offset %d", dec.InputOffset())
+	}
+	return nil
+}
+
+// stream decodes a body that may hold a batch, a token at a time.
+func (s *Server) stream(sc *scratch, data []byte) (insts []any, batch bool, err error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	tok, err := dec.Token()
 	if err != nil {
@@ -398,39 +437,34 @@ func (s *Server) instances(sc *scratch, m *model, body io.Reader) (insts []any, 
 	if tok != json.Delim('{') {
 		return nil, false, fmt.Errorf(`body is a JSON %s: want one case as a JSON object, or {"instances": [...]}`, tokenKind(tok))
 	}
-	clear(sc.insts)
-	sc.insts = sc.insts[:0]
 	obj := map[string]any{}
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return nil, false, sc.notJSON(err)
-		}
-		key, _ := tok.(string) // the decoder checks that a key is a string
-		if key == "instances" && m.batchKey {
-			if batch {
-				return nil, true, errors.New(`the body holds "instances" twice`)
-			}
-			batch = true
-			if err := s.batch(sc, dec); err != nil {
-				return nil, true, err
-			}
-			continue
-		}
-		var v any
-		if err := dec.Decode(&v); err != nil {
 			return nil, batch, sc.notJSON(err)
 		}
-		obj[key] = v
+		key, _ := tok.(string) // the decoder checks that a key is a string
+		if key != "instances" {
+			var v any
+			if err := dec.Decode(&v); err != nil {
+				return nil, batch, sc.notJSON(err)
+			}
+			obj[key] = v
+			continue
+		}
+		if batch {
+			return nil, true, errors.New(`the body holds "instances" twice`)
+		}
+		batch = true
+		if err := s.batch(sc, dec); err != nil {
+			return nil, true, err
+		}
 	}
 	if _, err := dec.Token(); err != nil { // the object's end
 		return nil, batch, sc.notJSON(err)
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return nil, batch, err
-		}
-		return nil, batch, fmt.Errorf("body is not valid JSON: more data after the JSON value at offset %d", dec.InputOffset())
+	if err := end(dec); err != nil {
+		return nil, batch, err
 	}
 	if !batch {
 		sc.insts = append(sc.insts, obj)
@@ -484,10 +518,9 @@ func tokenKind(tok json.Token) string {
 	return jsonKind(tok)
 }
 
-// notJSON says why the body did not decode: not JSON, and where, or a
-// body that could not be read (too large, or a client too slow). The
-// decoder's own offsets count from where each value began; the offset
-// of the first bad byte in the bytes read is the body's.
+// notJSON says why the body did not decode: not JSON, and where. A
+// decoder's offsets count from where the value it decoded began; the
+// offset of the first bad byte of the body is the body's.
 func (sc *scratch) notJSON(err error) error {
 	if _, ok := errors.AsType[*json.SyntaxError](err); ok {
 		if verr := json.Unmarshal(sc.body.Bytes(), new(json.RawMessage)); verr != nil {
