@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/wardml/ward/models"
+	"github.com/wardml/ward/models/predlog"
 )
 
 func (s *Server) routes() http.Handler {
@@ -151,28 +152,28 @@ func (r *PredictResponse) appendJSON(b []byte) []byte {
 		b = append(b, "],"...)
 	}
 	b = append(b, `"target":`...)
-	b = appendString(b, r.Target)
+	b = predlog.AppendString(b, r.Target)
 	b = append(b, `,"hospital":`...)
-	b = appendString(b, r.Hospital)
+	b = predlog.AppendString(b, r.Hospital)
 	b = append(b, `,"model_version":`...)
-	b = appendString(b, r.ModelVersion)
+	b = predlog.AppendString(b, r.ModelVersion)
 	b = append(b, `,"model_digest":`...)
-	b = appendString(b, r.ModelDigest)
+	b = predlog.AppendString(b, r.ModelDigest)
 	b = append(b, `,"request_id":`...)
-	b = appendString(b, r.RequestID)
+	b = predlog.AppendString(b, r.RequestID)
 	return append(b, "}\n"...)
 }
 
 func (a *Answer) appendFields(b []byte) []byte {
 	b = append(b, `"prediction":`...)
-	b = appendFloat(b, a.Prediction)
+	b = predlog.AppendFloat(b, a.Prediction)
 	if a.Calibrated != nil {
 		b = append(b, `,"calibrated":`...)
-		b = appendFloat(b, *a.Calibrated)
+		b = predlog.AppendFloat(b, *a.Calibrated)
 	}
 	if a.CaseID != "" {
 		b = append(b, `,"case_id":`...)
-		b = appendString(b, a.CaseID)
+		b = predlog.AppendString(b, a.CaseID)
 	}
 	if len(a.Unseen) > 0 {
 		b = append(b, `,"unseen":[`...)
@@ -181,9 +182,9 @@ func (a *Answer) appendFields(b []byte) []byte {
 				b = append(b, ',')
 			}
 			b = append(b, `{"field":`...)
-			b = appendString(b, u.Field)
+			b = predlog.AppendString(b, u.Field)
 			b = append(b, `,"value":`...)
-			b = appendString(b, u.Value)
+			b = predlog.AppendString(b, u.Value)
 			b = append(b, '}')
 		}
 		b = append(b, ']')
@@ -209,21 +210,25 @@ type FieldProblem struct {
 
 const maxRequestID = 128
 
-// requestID takes X-Request-Id, or makes an id unique to this process.
-func (s *Server) requestID(r *http.Request) (string, error) {
+// requestID makes the server's own id of the request, unique to this
+// process, and takes the client's X-Request-Id for tracing (the server's
+// id when it sent none). Predictions are keyed by the server's: a client
+// that sends one id twice does not make its predictions one.
+func (s *Server) requestID(r *http.Request) (server, client string, err error) {
+	server = s.idPrefix + "-" + strconv.FormatUint(s.seq.Add(1), 10)
 	id := r.Header.Get("X-Request-Id")
 	if id == "" {
-		return s.idPrefix + "-" + strconv.FormatUint(s.seq.Add(1), 10), nil
+		return server, server, nil
 	}
 	if len(id) > maxRequestID {
-		return "", fmt.Errorf("X-Request-Id: %d characters, at most %d", len(id), maxRequestID)
+		return server, "", fmt.Errorf("X-Request-Id: %d characters, at most %d", len(id), maxRequestID)
 	}
 	for i := range len(id) {
 		if id[i] <= ' ' || id[i] > '~' {
-			return "", fmt.Errorf("X-Request-Id %q: want printable ASCII characters without spaces", id)
+			return server, "", fmt.Errorf("X-Request-Id %q: want printable ASCII characters without spaces", id)
 		}
 	}
-	return id, nil
+	return server, id, nil
 }
 
 // turnRead is how long an admitted request's body may take to arrive.
@@ -265,7 +270,7 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 	sc := s.scratch.Get().(*scratch)
 	defer s.scratch.Put(sc)
 
-	reqID, err := s.requestID(r)
+	serverID, reqID, err := s.requestID(r)
 	if err != nil {
 		s.refuse(w, m, http.StatusBadRequest, "", err.Error(), nil, headerField)
 		return
@@ -325,14 +330,15 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		from := len(sc.inputs)
-		sc.inputs = appendInputs(sc.inputs, m.Inputs, row)
+		sc.inputs = predlog.AppendInputs(sc.inputs, m.Inputs, row)
 		sc.spans = append(sc.spans, [2]int{from, len(sc.inputs)})
-		rec := record{RequestID: reqID, Item: i, CaseID: caseID, Prediction: p}
+		rec := record{Record: predlog.Record{ServerRequestID: serverID, RequestID: reqID, Item: i, CaseID: caseID, Predicted: p.Value}, calibrated: p.Calibrated}
 		for _, f := range p.Unseen {
 			col := m.input[m.Encoder.Features[f].Column]
-			rec.Unseen = append(rec.Unseen, UnseenValue{Field: m.Inputs[col].Name, Value: row[col].Format(m.Inputs[col].Type)})
+			u := UnseenValue{Field: m.Inputs[col].Name, Value: row[col].Format(m.Inputs[col].Type)}
+			rec.unseen = append(rec.unseen, u)
+			rec.Unseen = append(rec.Unseen, u.Field)
 		}
-		rec.Prediction.Unseen = nil // it shares the scratch's memory
 		sc.recs = append(sc.recs, rec)
 	}
 	if len(problems) > 0 {
@@ -350,24 +356,24 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 	for i := range sc.recs {
 		rec := &sc.recs[i]
 		inputs := sc.inputs[sc.spans[i][0]:sc.spans[i][1]]
+		rec.Time, rec.Took, rec.Hospital, rec.ModelVersion, rec.ModelDigest = now, took, m.Hospital, m.Version, m.Digest
 		if s.plog.key != nil {
 			rec.InputsHash = s.plog.hash(inputs)
 		} else {
 			rec.Inputs = inputs
 		}
-		sc.lines = appendRecord(sc.lines, now, took, m, rec)
-		if s.db != nil {
-			s.db.add(m, rec, now)
-		}
-		a := Answer{Prediction: rec.Prediction.Value, CaseID: rec.CaseID}
 		if m.Calibration != nil {
-			c := rec.Prediction.Calibrated
-			a.Calibrated = &c
+			rec.Calibrated = &rec.calibrated
 		}
-		for _, u := range rec.Unseen {
+		sc.lines = predlog.Append(sc.lines, &rec.Record)
+		if s.db != nil {
+			s.db.add(&rec.Record)
+		}
+		a := Answer{Prediction: rec.Predicted, CaseID: rec.CaseID, Calibrated: rec.Calibrated}
+		for _, u := range rec.unseen {
 			s.metrics.unseen.WithLabelValues(u.Field).Inc()
 		}
-		a.Unseen = rec.Unseen
+		a.Unseen = rec.unseen
 		if batch {
 			resp.Predictions[i] = a
 		} else {
