@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +33,13 @@ type Config struct {
 	MaxBatch int
 	// MaxBody is the largest request body in bytes (--max-body).
 	MaxBody int64
+	// MaxInFlight bounds the predictions decoded and computed at once
+	// (--max-in-flight, default the number of cores): a request beyond it
+	// waits up to QueueWait (--queue-wait) for a turn, then gets a 503
+	// with Retry-After. So a flood of large bodies costs queued
+	// connections, not memory.
+	MaxInFlight int
+	QueueWait   time.Duration
 	// IDField is the request field that carries the case id, the
 	// contract's training.id (--id-field, WARD_ID_FIELD). It is not a
 	// model input: it goes into the prediction log for feedback to join
@@ -74,6 +82,13 @@ const (
 	DefaultMaxBatch = 100
 	DefaultMaxBody  = 1 << 20
 	DefaultIDField  = "case_id"
+	// The timeouts of a connection: reading a request, writing its
+	// answer, waiting for the next one. The agent's front endpoint uses
+	// the same.
+	DefaultReadTimeout  = trained.ServerReadTimeout
+	DefaultWriteTimeout = trained.ServerWriteTimeout
+	DefaultIdleTimeout  = trained.ServerIdleTimeout
+	DefaultQueueWait    = time.Second
 )
 
 // Env lists the environment variables the server reads (trained.ServerEnv,
@@ -86,10 +101,11 @@ type Flags struct {
 	fs                         *flag.FlagSet
 	model, listen, idField     *string
 	predLog, hashKeyFile, db   *string
-	maxBatch, logKeep          *int
+	maxBatch, logKeep, flight  *int
 	maxBody, logMaxSize        *int64
 	hashInputs                 *bool
 	watch, readT, writeT, idle *time.Duration
+	queueWait                  *time.Duration
 	shutdownDelay, drain       *time.Duration
 }
 
@@ -102,6 +118,8 @@ func BindFlags(fs *flag.FlagSet) *Flags {
 		idField:       fs.String("id-field", DefaultIDField, "request field holding the case id, logged for feedback (env WARD_ID_FIELD)"),
 		maxBatch:      fs.Int("max-batch", DefaultMaxBatch, "most instances per request (env WARD_MAX_BATCH)"),
 		maxBody:       fs.Int64("max-body", DefaultMaxBody, "largest request body in bytes"),
+		flight:        fs.Int("max-in-flight", runtime.GOMAXPROCS(0), "most predictions decoded and computed at once (default: the cores)"),
+		queueWait:     fs.Duration("queue-wait", DefaultQueueWait, "longest wait of a request beyond --max-in-flight before a 503 with Retry-After"),
 		predLog:       fs.String("prediction-log", "", "also write the prediction log to this file, rotated (env WARD_PREDICTION_LOG)"),
 		logMaxSize:    fs.Int64("prediction-log-size", 100<<20, "rotate the prediction log file at this many bytes"),
 		logKeep:       fs.Int("prediction-log-keep", 10, "rotated prediction log files to keep"),
@@ -109,9 +127,9 @@ func BindFlags(fs *flag.FlagSet) *Flags {
 		hashKeyFile:   fs.String("hash-key-file", "", "file holding the key of --hash-inputs (env WARD_HASH_KEY_FILE)"),
 		db:            fs.String("predictions-db", "", "postgres:// URL whose ward_predictions table receives every prediction (env WARD_PREDICTIONS_DB)"),
 		watch:         fs.Duration("watch", time.Second, "how often to check the model file for a new version (0: only on SIGHUP)"),
-		readT:         fs.Duration("read-timeout", 10*time.Second, "longest time to read a request"),
-		writeT:        fs.Duration("write-timeout", 10*time.Second, "longest time to answer a request"),
-		idle:          fs.Duration("idle-timeout", 60*time.Second, "longest time a keep-alive connection waits for the next request"),
+		readT:         fs.Duration("read-timeout", DefaultReadTimeout, "longest time to read a request"),
+		writeT:        fs.Duration("write-timeout", DefaultWriteTimeout, "longest time to answer a request"),
+		idle:          fs.Duration("idle-timeout", DefaultIdleTimeout, "longest time a keep-alive connection waits for the next request"),
 		shutdownDelay: fs.Duration("shutdown-delay", 0, "after SIGTERM, stay up not ready this long before closing the listener"),
 		drain:         fs.Duration("drain-timeout", 30*time.Second, "after SIGTERM, longest wait for the requests in flight"),
 	}
@@ -131,6 +149,7 @@ func (f *Flags) Config(lookup func(string) (string, bool)) (Config, error) {
 	}
 	c := Config{
 		Model: *f.model, Listen: *f.listen, IDField: *f.idField, MaxBatch: *f.maxBatch, MaxBody: *f.maxBody,
+		MaxInFlight: *f.flight, QueueWait: *f.queueWait,
 		PredictionLog: *f.predLog, LogMaxSize: *f.logMaxSize, LogKeep: *f.logKeep, PredictionsDB: *f.db,
 		Watch: *f.watch, ReadTimeout: *f.readT, WriteTimeout: *f.writeT, IdleTimeout: *f.idle,
 		ShutdownDelay: *f.shutdownDelay, DrainTimeout: *f.drain,
@@ -224,6 +243,12 @@ func (c *Config) check() error {
 	}
 	if c.MaxBatch < 1 {
 		errs = append(errs, fmt.Errorf("--max-batch %d: want at least 1", c.MaxBatch))
+	}
+	if c.MaxInFlight < 1 {
+		errs = append(errs, fmt.Errorf("--max-in-flight %d: want at least 1", c.MaxInFlight))
+	}
+	if c.QueueWait < 0 {
+		errs = append(errs, fmt.Errorf("--queue-wait %s: negative", c.QueueWait))
 	}
 	if c.MaxBody < 1024 {
 		errs = append(errs, fmt.Errorf("--max-body %d: want at least 1024 bytes", c.MaxBody))

@@ -1,13 +1,15 @@
 package serving
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/wardml/ward/models/predlog"
 )
 
 // dbSink writes predictions to PostgreSQL's ward_predictions table (the
@@ -21,19 +23,9 @@ type dbSink struct {
 	cfg     *pgx.ConnConfig
 	log     *slog.Logger
 	metrics *metrics
-	queue   chan dbRow
+	queue   chan predlog.Record
 	stop    chan time.Time // the deadline of the last flush
 	done    chan struct{}
-}
-
-type dbRow struct {
-	hospital, requestID string
-	item                int64
-	caseID              pgtype.Text
-	version, digest     string
-	inputs, inputsHash  pgtype.Text
-	prediction          float64
-	at                  time.Time
 }
 
 const (
@@ -49,21 +41,17 @@ func startDBSink(url string, log *slog.Logger, m *metrics) (*dbSink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--predictions-db: %w", err)
 	}
-	d := &dbSink{cfg: cfg, log: log, metrics: m, queue: make(chan dbRow, dbQueue), stop: make(chan time.Time, 1), done: make(chan struct{})}
+	d := &dbSink{cfg: cfg, log: log, metrics: m, queue: make(chan predlog.Record, dbQueue), stop: make(chan time.Time, 1), done: make(chan struct{})}
 	go d.run()
 	return d, nil
 }
 
-// add queues one prediction, or drops it when the queue is full.
-func (d *dbSink) add(m *model, r *record, at time.Time) {
-	row := dbRow{
-		hospital: m.Hospital, requestID: r.RequestID, item: int64(r.Item),
-		caseID:  pgtype.Text{String: r.CaseID, Valid: r.CaseID != ""},
-		version: m.Version, digest: m.Digest,
-		inputs:     pgtype.Text{String: string(r.Inputs), Valid: r.Inputs != nil},
-		inputsHash: pgtype.Text{String: r.InputsHash, Valid: r.InputsHash != ""},
-		prediction: r.Prediction.Value, at: at,
-	}
+// add queues one prediction, or drops it when the queue is full. Its
+// inputs are copied: the request's memory is reused.
+func (d *dbSink) add(r *predlog.Record) {
+	row := *r
+	row.Inputs = bytes.Clone(r.Inputs)
+	row.Calibrated, row.Unseen = nil, nil
 	select {
 	case d.queue <- row:
 	default:
@@ -86,7 +74,7 @@ func (d *dbSink) run() {
 		}
 	}()
 	var deadline time.Time // set once closing
-	batch := make([]dbRow, 0, dbBatch)
+	batch := make([]predlog.Record, 0, dbBatch)
 	for {
 		// Collect a batch: wait for a first row, then linger a little for
 		// more, unless closing, when whatever is queued is taken.
@@ -142,14 +130,10 @@ func (d *dbSink) run() {
 	}
 }
 
-const insertPredictions = `INSERT INTO ward_predictions
-	(hospital, request_id, item, case_id, model_version, model_digest, inputs, inputs_hash, prediction, predicted_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::float8[], $10::timestamptz[])
-ON CONFLICT (hospital, request_id, item) DO NOTHING`
-
-// write inserts a batch in one statement, connecting first when needed. A
-// failure closes the connection, so the next try starts afresh.
-func (d *dbSink) write(conn *pgx.Conn, batch []dbRow) (*pgx.Conn, error) {
+// write inserts a batch in one statement (predlog.Insert), connecting
+// first when needed. A failure closes the connection, so the next try
+// starts afresh.
+func (d *dbSink) write(conn *pgx.Conn, batch []predlog.Record) (*pgx.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), dbOpTimeout)
 	defer cancel()
 	if conn == nil {
@@ -158,21 +142,14 @@ func (d *dbSink) write(conn *pgx.Conn, batch []dbRow) (*pgx.Conn, error) {
 			return nil, err
 		}
 	}
-	n := len(batch)
-	var (
-		hospital, reqID, version, digest = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		item                             = make([]int64, n)
-		caseID, inputs, hash             = make([]pgtype.Text, n), make([]pgtype.Text, n), make([]pgtype.Text, n)
-		pred                             = make([]float64, n)
-		at                               = make([]time.Time, n)
-	)
-	for i, r := range batch {
-		hospital[i], reqID[i], item[i], caseID[i] = r.hospital, r.requestID, r.item, r.caseID
-		version[i], digest[i], inputs[i], hash[i], pred[i], at[i] = r.version, r.digest, r.inputs, r.inputsHash, r.prediction, r.at
+	// Not prepared: a statement per batch size would pile up on the server.
+	args := append(make([]any, 0, 1+len(batch)*len(predlog.Columns)), pgx.QueryExecModeExec)
+	for i := range batch {
+		args = batch[i].Values(args, func(t time.Time) any { return t })
 	}
-	if _, err := conn.Exec(ctx, insertPredictions, hospital, reqID, item, caseID, version, digest, inputs, hash, pred, at); err != nil {
+	if _, err := conn.Exec(ctx, predlog.Insert(len(batch)), args...); err != nil {
 		conn.Close(context.Background())
-		return nil, fmt.Errorf("insert into ward_predictions: %w", err)
+		return nil, fmt.Errorf("insert into %s: %w", predlog.Table, err)
 	}
 	return conn, nil
 }

@@ -53,8 +53,11 @@ func TestPredictionsGoToPostgres(t *testing.T) {
 			})
 		}
 	}
-	// A request sent twice under one id (a client's retry) is recorded once.
-	if code, _ := s.post(t, stOlafCase(), "X-Request-Id", "r0"); code != 200 {
+	// A request sent again under one client id is a prediction of its
+	// own: predictions are keyed by the server's id.
+	again := stOlafCase()
+	again["case_id"] = "C0-0"
+	if code, _ := s.post(t, again, "X-Request-Id", "r0"); code != 200 {
 		t.Fatal(code)
 	}
 	if err := s.shutdown(); err != nil { // flushes what is queued
@@ -63,28 +66,25 @@ func TestPredictionsGoToPostgres(t *testing.T) {
 
 	logged := map[string]map[string]any{}
 	for _, l := range s.log.lines(t) {
-		key := fmt.Sprintf("%s/%s", l["ward.request_id"], l["ward.item"])
-		if logged[key] == nil { // the first of a retried request is the one recorded
-			logged[key] = l
-		}
+		logged[fmt.Sprintf("%s/%s", l["ward.server_request_id"], l["ward.item"])] = l
 	}
-	rows, err := conn.Query(ctx, `SELECT hospital, request_id, item, case_id, model_version, model_digest, inputs, inputs_hash, prediction, predicted_at FROM ward_predictions`)
+	rows, err := conn.Query(ctx, `SELECT hospital, server_request_id, request_id, item, case_id, model_version, model_digest, inputs, inputs_hash, prediction, predicted_at FROM ward_predictions`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := 0
 	for rows.Next() {
-		var hospital, reqID, version, digest string
+		var hospital, serverID, reqID, version, digest string
 		var item int64
 		var caseID, inputs, hash *string
 		var pred float64
 		var at time.Time
-		if err := rows.Scan(&hospital, &reqID, &item, &caseID, &version, &digest, &inputs, &hash, &pred, &at); err != nil {
+		if err := rows.Scan(&hospital, &serverID, &reqID, &item, &caseID, &version, &digest, &inputs, &hash, &pred, &at); err != nil {
 			t.Fatal(err)
 		}
 		n++
-		l := logged[fmt.Sprintf("%s/%d", reqID, item)]
-		if l == nil {
+		l := logged[fmt.Sprintf("%s/%d", serverID, item)]
+		if l == nil || l["ward.request_id"] != reqID {
 			t.Fatalf("row %s/%d is not in the log", reqID, item)
 		}
 		want := num(t, l["ward.prediction"])
@@ -110,8 +110,8 @@ func TestPredictionsGoToPostgres(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if n != sent {
-		t.Errorf("%d rows, want %d (the retried request once)", n, sent)
+	if n != sent+1 {
+		t.Errorf("%d rows, want %d (the request sent again under r0 too)", n, sent+1)
 	}
 }
 

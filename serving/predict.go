@@ -1,6 +1,7 @@
 package serving
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/wardml/ward/models"
+	"github.com/wardml/ward/models/predlog"
 )
 
 func (s *Server) routes() http.Handler {
@@ -90,6 +92,7 @@ type scratch struct {
 	insts  []any
 	recs   []record
 	inputs []byte
+	body   bytes.Buffer // the request's bytes, as read
 	spans  [][2]int
 	lines  []byte
 	answer []byte
@@ -149,28 +152,28 @@ func (r *PredictResponse) appendJSON(b []byte) []byte {
 		b = append(b, "],"...)
 	}
 	b = append(b, `"target":`...)
-	b = appendString(b, r.Target)
+	b = predlog.AppendString(b, r.Target)
 	b = append(b, `,"hospital":`...)
-	b = appendString(b, r.Hospital)
+	b = predlog.AppendString(b, r.Hospital)
 	b = append(b, `,"model_version":`...)
-	b = appendString(b, r.ModelVersion)
+	b = predlog.AppendString(b, r.ModelVersion)
 	b = append(b, `,"model_digest":`...)
-	b = appendString(b, r.ModelDigest)
+	b = predlog.AppendString(b, r.ModelDigest)
 	b = append(b, `,"request_id":`...)
-	b = appendString(b, r.RequestID)
+	b = predlog.AppendString(b, r.RequestID)
 	return append(b, "}\n"...)
 }
 
 func (a *Answer) appendFields(b []byte) []byte {
 	b = append(b, `"prediction":`...)
-	b = appendFloat(b, a.Prediction)
+	b = predlog.AppendFloat(b, a.Prediction)
 	if a.Calibrated != nil {
 		b = append(b, `,"calibrated":`...)
-		b = appendFloat(b, *a.Calibrated)
+		b = predlog.AppendFloat(b, *a.Calibrated)
 	}
 	if a.CaseID != "" {
 		b = append(b, `,"case_id":`...)
-		b = appendString(b, a.CaseID)
+		b = predlog.AppendString(b, a.CaseID)
 	}
 	if len(a.Unseen) > 0 {
 		b = append(b, `,"unseen":[`...)
@@ -179,9 +182,9 @@ func (a *Answer) appendFields(b []byte) []byte {
 				b = append(b, ',')
 			}
 			b = append(b, `{"field":`...)
-			b = appendString(b, u.Field)
+			b = predlog.AppendString(b, u.Field)
 			b = append(b, `,"value":`...)
-			b = appendString(b, u.Value)
+			b = predlog.AppendString(b, u.Value)
 			b = append(b, '}')
 		}
 		b = append(b, ']')
@@ -207,30 +210,67 @@ type FieldProblem struct {
 
 const maxRequestID = 128
 
-// requestID takes X-Request-Id, or makes an id unique to this process.
-func (s *Server) requestID(r *http.Request) (string, error) {
+// requestID makes the server's own id of the request, unique to this
+// process, and takes the client's X-Request-Id for tracing (the server's
+// id when it sent none). Predictions are keyed by the server's: a client
+// that sends one id twice does not make its predictions one.
+func (s *Server) requestID(r *http.Request) (server, client string, err error) {
+	server = s.idPrefix + "-" + strconv.FormatUint(s.seq.Add(1), 10)
 	id := r.Header.Get("X-Request-Id")
 	if id == "" {
-		return s.idPrefix + "-" + strconv.FormatUint(s.seq.Add(1), 10), nil
+		return server, server, nil
 	}
 	if len(id) > maxRequestID {
-		return "", fmt.Errorf("X-Request-Id: %d characters, at most %d", len(id), maxRequestID)
+		return server, "", fmt.Errorf("X-Request-Id: %d characters, at most %d", len(id), maxRequestID)
 	}
 	for i := range len(id) {
 		if id[i] <= ' ' || id[i] > '~' {
-			return "", fmt.Errorf("X-Request-Id %q: want printable ASCII characters without spaces", id)
+			return server, "", fmt.Errorf("X-Request-Id %q: want printable ASCII characters without spaces", id)
 		}
 	}
-	return id, nil
+	return server, id, nil
+}
+
+// turnRead is how long an admitted request's body may take to arrive.
+const turnRead = 2 * time.Second
+
+// admit waits for a slot of the predictions in flight: at once when one
+// is free, else for at most cfg.QueueWait. A request that is not admitted
+// has read nothing of its body, so a flood of them costs connections, not
+// memory.
+func (s *Server) admit(r *http.Request) bool {
+	select {
+	case s.slots <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(s.cfg.QueueWait)
+	defer t.Stop()
+	select {
+	case s.slots <- struct{}{}:
+		return true
+	case <-t.C:
+	case <-r.Context().Done():
+	}
+	return false
 }
 
 func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
+	if !s.admit(r) {
+		w.Header()["Retry-After"] = []string{"1"}
+		writeJSON(w, http.StatusServiceUnavailable, Problem{Error: fmt.Sprintf("the server is busy: %d predictions in flight, and this request waited %s for a turn; retry in a second", s.cfg.MaxInFlight, s.cfg.QueueWait)})
+		return
+	}
+	defer func() { <-s.slots }()
+	// A body that trickles in must not hold a turn for the whole read
+	// timeout: the rest of it has turnRead to arrive.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(turnRead))
 	start := time.Now()
 	m := s.model.Load() // the whole request runs on this model, swap or not
 	sc := s.scratch.Get().(*scratch)
 	defer s.scratch.Put(sc)
 
-	reqID, err := s.requestID(r)
+	serverID, reqID, err := s.requestID(r)
 	if err != nil {
 		s.refuse(w, m, http.StatusBadRequest, "", err.Error(), nil, headerField)
 		return
@@ -290,14 +330,15 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		from := len(sc.inputs)
-		sc.inputs = appendInputs(sc.inputs, m.Inputs, row)
+		sc.inputs = predlog.AppendInputs(sc.inputs, m.Inputs, row)
 		sc.spans = append(sc.spans, [2]int{from, len(sc.inputs)})
-		rec := record{RequestID: reqID, Item: i, CaseID: caseID, Prediction: p}
+		rec := record{Record: predlog.Record{ServerRequestID: serverID, RequestID: reqID, Item: i, CaseID: caseID, Predicted: p.Value}, calibrated: p.Calibrated}
 		for _, f := range p.Unseen {
 			col := m.input[m.Encoder.Features[f].Column]
-			rec.Unseen = append(rec.Unseen, UnseenValue{Field: m.Inputs[col].Name, Value: row[col].Format(m.Inputs[col].Type)})
+			u := UnseenValue{Field: m.Inputs[col].Name, Value: row[col].Format(m.Inputs[col].Type)}
+			rec.unseen = append(rec.unseen, u)
+			rec.Unseen = append(rec.Unseen, u.Field)
 		}
-		rec.Prediction.Unseen = nil // it shares the scratch's memory
 		sc.recs = append(sc.recs, rec)
 	}
 	if len(problems) > 0 {
@@ -315,24 +356,24 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 	for i := range sc.recs {
 		rec := &sc.recs[i]
 		inputs := sc.inputs[sc.spans[i][0]:sc.spans[i][1]]
+		rec.Time, rec.Took, rec.Hospital, rec.ModelVersion, rec.ModelDigest = now, took, m.Hospital, m.Version, m.Digest
 		if s.plog.key != nil {
 			rec.InputsHash = s.plog.hash(inputs)
 		} else {
 			rec.Inputs = inputs
 		}
-		sc.lines = appendRecord(sc.lines, now, took, m, rec)
-		if s.db != nil {
-			s.db.add(m, rec, now)
-		}
-		a := Answer{Prediction: rec.Prediction.Value, CaseID: rec.CaseID}
 		if m.Calibration != nil {
-			c := rec.Prediction.Calibrated
-			a.Calibrated = &c
+			rec.Calibrated = &rec.calibrated
 		}
-		for _, u := range rec.Unseen {
+		sc.lines = predlog.Append(sc.lines, &rec.Record)
+		if s.db != nil {
+			s.db.add(&rec.Record)
+		}
+		a := Answer{Prediction: rec.Predicted, CaseID: rec.CaseID, Calibrated: rec.Calibrated}
+		for _, u := range rec.unseen {
 			s.metrics.unseen.WithLabelValues(u.Field).Inc()
 		}
-		a.Unseen = rec.Unseen
+		a.Unseen = rec.unseen
 		if batch {
 			resp.Predictions[i] = a
 		} else {
@@ -347,56 +388,158 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 }
 
 // instances decodes the body: one case as a JSON object, or a batch as
-// {"instances": [...]}. It decodes as it reads, as a bare handler would.
+// {"instances": [...]}. A body that may hold a batch is decoded a token
+// at a time, a case at a time, and the decoding stops at the first case
+// past cfg.MaxBatch: a body of a million empty cases costs what
+// max_batch of them do. Any other body is one case, decoded whole.
 func (s *Server) instances(sc *scratch, m *model, body io.Reader) (insts []any, batch bool, err error) {
-	dec := json.NewDecoder(body)
-	dec.UseNumber()
-	var top any
-	if err := dec.Decode(&top); err != nil {
-		return nil, false, notJSON(err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
+	sc.body.Reset()
+	if _, err := sc.body.ReadFrom(body); err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			return nil, false, err
 		}
-		return nil, false, fmt.Errorf("body is not valid JSON: more data after the JSON value at offset %d", dec.InputOffset())
+		return nil, false, fmt.Errorf("reading the body: %w", err)
+	}
+	data := sc.body.Bytes()
+	clear(sc.insts)
+	sc.insts = sc.insts[:0]
+	// The key may be spelt with escapes (\u0069nstances).
+	if m.batchKey && (bytes.Contains(data, []byte("instances")) || bytes.Contains(data, []byte(`\u`))) {
+		return s.stream(sc, data)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var top any
+	if err := dec.Decode(&top); err != nil {
+		return nil, false, sc.notJSON(err)
+	}
+	if err := end(dec); err != nil {
+		return nil, false, err
 	}
 	obj, ok := top.(map[string]any)
 	if !ok {
 		return nil, false, fmt.Errorf(`body is a JSON %s: want one case as a JSON object, or {"instances": [...]}`, jsonKind(top))
 	}
-	raw, isBatch := obj["instances"]
-	if !isBatch || !m.batchKey {
-		sc.insts = append(sc.insts[:0], obj)
+	sc.insts = append(sc.insts, obj)
+	return sc.insts, false, nil
+}
+
+// end checks that nothing follows the body's JSON value.
+func end(dec *json.Decoder) error {
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("body is not valid JSON: more data after the JSON value at offset %d", dec.InputOffset())
+	}
+	return nil
+}
+
+// stream decodes a body that may hold a batch, a token at a time.
+func (s *Server) stream(sc *scratch, data []byte) (insts []any, batch bool, err error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, false, sc.notJSON(err)
+	}
+	if tok != json.Delim('{') {
+		return nil, false, fmt.Errorf(`body is a JSON %s: want one case as a JSON object, or {"instances": [...]}`, tokenKind(tok))
+	}
+	obj := map[string]any{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, batch, sc.notJSON(err)
+		}
+		key, _ := tok.(string) // the decoder checks that a key is a string
+		if key != "instances" {
+			var v any
+			if err := dec.Decode(&v); err != nil {
+				return nil, batch, sc.notJSON(err)
+			}
+			obj[key] = v
+			continue
+		}
+		if batch {
+			return nil, true, errors.New(`the body holds "instances" twice`)
+		}
+		batch = true
+		if err := s.batch(sc, dec); err != nil {
+			return nil, true, err
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the object's end
+		return nil, batch, sc.notJSON(err)
+	}
+	if err := end(dec); err != nil {
+		return nil, batch, err
+	}
+	if !batch {
+		sc.insts = append(sc.insts, obj)
 		return sc.insts, false, nil
 	}
 	for k := range obj {
-		if k != "instances" {
-			return nil, true, fmt.Errorf("a batch holds only \"instances\", and the body also has %q", k)
-		}
+		return nil, true, fmt.Errorf("a batch holds only \"instances\", and the body also has %q", k)
 	}
-	list, ok := raw.([]any)
-	switch {
-	case !ok:
-		return nil, true, fmt.Errorf("instances is a JSON %s: want an array of cases", jsonKind(raw))
-	case len(list) == 0:
-		return nil, true, errors.New("instances is empty: want at least one case")
-	case len(list) > s.cfg.MaxBatch:
-		return nil, true, fmt.Errorf("instances holds %d cases, at most %d per request", len(list), s.cfg.MaxBatch)
-	}
-	return list, true, nil
+	return sc.insts, true, nil
 }
 
-// notJSON says why the body did not decode: not JSON, and where, or a
-// body that could not be read (too large, or a client too slow).
-func notJSON(err error) error {
-	if syn, ok := errors.AsType[*json.SyntaxError](err); ok {
-		return fmt.Errorf("body is not valid JSON at offset %d: %v", syn.Offset, syn)
+// batch decodes the instances array into sc.insts, a case at a time.
+func (s *Server) batch(sc *scratch, dec *json.Decoder) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return sc.notJSON(err)
+	}
+	if tok != json.Delim('[') {
+		return fmt.Errorf("instances is a JSON %s: want an array of cases", tokenKind(tok))
+	}
+	for dec.More() {
+		if len(sc.insts) > s.cfg.MaxBatch {
+			return fmt.Errorf("instances holds more than %d cases, at most %d per request", s.cfg.MaxBatch+1, s.cfg.MaxBatch)
+		}
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			return sc.notJSON(err)
+		}
+		sc.insts = append(sc.insts, v)
+	}
+	switch n := len(sc.insts); {
+	case n == 0:
+		return errors.New("instances is empty: want at least one case")
+	case n > s.cfg.MaxBatch:
+		return fmt.Errorf("instances holds %d cases, at most %d per request", n, s.cfg.MaxBatch)
+	}
+	if _, err := dec.Token(); err != nil { // the array's end
+		return sc.notJSON(err)
+	}
+	return nil
+}
+
+// tokenKind names the JSON kind of the value that begins with tok.
+func tokenKind(tok json.Token) string {
+	switch tok {
+	case json.Delim('{'):
+		return "object"
+	case json.Delim('['):
+		return "array"
+	}
+	return jsonKind(tok)
+}
+
+// notJSON says why the body did not decode: not JSON, and where. A
+// decoder's offsets count from where the value it decoded began; the
+// offset of the first bad byte of the body is the body's.
+func (sc *scratch) notJSON(err error) error {
+	if _, ok := errors.AsType[*json.SyntaxError](err); ok {
+		if verr := json.Unmarshal(sc.body.Bytes(), new(json.RawMessage)); verr != nil {
+			err = verr
+		}
+		if syn, ok := errors.AsType[*json.SyntaxError](err); ok {
+			return fmt.Errorf("body is not valid JSON at offset %d: %v", syn.Offset, syn)
+		}
 	}
 	switch {
-	case err == io.EOF:
+	case err == io.EOF && sc.body.Len() == 0:
 		return errors.New(`empty body: want one case as a JSON object, or {"instances": [...]}`)
-	case errors.Is(err, io.ErrUnexpectedEOF):
+	case err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF):
 		return errors.New("body is not valid JSON: it ends in the middle of a value (truncated?)")
 	}
 	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {

@@ -28,37 +28,12 @@
 // STEM_YYYYMMDDThhmmss.sssZ.EXT that are complete and never written
 // again). These lines are what hospitals drop on SFTP and what ingest
 // loads into the ward_predictions table for feedback, so their format is
-// a contract: fields are only ever added. One line per instance of a
-// request, with Elastic Common Schema names:
+// a contract, defined once in models/predlog (its package documentation
+// lists the fields): one line per instance of a request.
 //
-//	@timestamp          time of the answer, UTC, RFC 3339 with milliseconds
-//	log.level           "info"
-//	message             "prediction"
-//	service.name        "ward-serve"
-//	event.kind          "event"
-//	event.action        "predict"
-//	event.outcome       "success"
-//	event.duration      the request's latency so far, in nanoseconds
-//	ward.request_id     X-Request-Id when the request had one, else generated
-//	ward.item           the instance's place in the request's batch, from 0
-//	ward.hospital       the model's hospital
-//	ward.model.version  the model's version
-//	ward.model.digest   the image digest (WARD_MODEL_DIGEST) of the model the
-//	                    server started with, else sha256:<SHA-256 of its file>
-//	ward.case_id        the request's case id field (--id-field), when sent
-//	ward.inputs         the inputs as a JSON object: every model input in the
-//	                    model's order, null when missing, numbers and booleans
-//	                    as such, strings, dates (YYYY-MM-DD) and timestamps
-//	                    (RFC 3339) as strings
-//	ward.inputs_hash    instead of ward.inputs with --hash-inputs: the hex
-//	                    HMAC-SHA256 of the ward.inputs object's bytes
-//	ward.prediction     the prediction, in the target's unit (the bill)
-//	ward.calibrated     the calibrated prediction, when the model has one
-//	ward.unseen         the fields whose value the model never saw in
-//	                    training and encoded as other, when any
-//
-// (hospital, request id, item) is the key of a prediction in
-// ward_predictions: a client that sets X-Request-Id must not reuse it. With
+// A prediction is keyed by (hospital, the server's own id of the request,
+// item); the client's X-Request-Id is kept beside it for tracing, so a
+// client that reuses one loses no prediction. With
 // --predictions-db the same predictions are also written to that table in
 // batches; the log stays the record of last resort, and a prediction
 // loaded twice is counted once.
@@ -75,16 +50,18 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/wardml/ward/internal/exit"
+	"github.com/wardml/ward/models/predlog"
 )
 
 // ServiceName is the ECS service.name of the server's logs.
-const ServiceName = "ward-serve"
+const ServiceName = predlog.ServiceName
 
 // Server serves one hospital's model.
 type Server struct {
@@ -98,6 +75,8 @@ type Server struct {
 	db      *dbSink
 	handler http.Handler
 	scratch sync.Pool
+	// slots holds a token for each prediction in flight (cfg.MaxInFlight).
+	slots chan struct{}
 
 	// reload serialises loads (SIGHUP and the watch); file is the state
 	// of the model file at the last look.
@@ -137,6 +116,10 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	_, _ = rand.Read(id[:])
 	s.idPrefix = hex.EncodeToString(id[:])
 	s.scratch.New = func() any { return new(scratch) }
+	if s.cfg.MaxInFlight < 1 {
+		s.cfg.MaxInFlight = runtime.GOMAXPROCS(0)
+	}
+	s.slots = make(chan struct{}, s.cfg.MaxInFlight)
 
 	m, err := loadModel(cfg.Model)
 	if err != nil {

@@ -7,6 +7,8 @@
 // without importing each other.
 package trained
 
+import "time"
+
 // The files of a hospital's folder in the output of ward train
 // (DIR/<id>/...), which ward package takes as they are.
 const (
@@ -83,3 +85,12 @@ const (
 // environment, to the servers it starts.
 var ServerEnv = []string{"WARD_MODEL", "PORT", "WARD_MODEL_DIGEST", "WARD_MAX_BATCH", "WARD_ID_FIELD",
 	"WARD_PREDICTION_LOG", "WARD_HASH_INPUTS", "WARD_HASH_KEY", "WARD_HASH_KEY_FILE", "WARD_PREDICTIONS_DB"}
+
+// The server's connection timeouts (serving.Config's defaults): reading a
+// request, writing its answer, waiting for the next one on a kept-alive
+// connection. The agent's front endpoint holds a client no longer.
+const (
+	ServerReadTimeout  = 10 * time.Second
+	ServerWriteTimeout = 10 * time.Second
+	ServerIdleTimeout  = 60 * time.Second
+)

@@ -8,33 +8,14 @@ import (
 	"fmt"
 	"io"
 	"iter"
-	"reflect"
 	"strconv"
 	"strings"
-	"time"
-	"unicode/utf8"
 
 	"github.com/wardml/ward/internal/contract"
+	"github.com/wardml/ward/models/predlog"
 	"github.com/wardml/ward/pipelines/ingest/extract"
 	"github.com/wardml/ward/pipelines/store"
 )
-
-// logLine is one line of the model server's prediction log (serving's
-// package documentation has the format; fields are only ever added, so
-// unknown ones are ignored).
-type logLine struct {
-	Timestamp  *string         `json:"@timestamp"`
-	Action     *string         `json:"event.action"`
-	RequestID  *string         `json:"ward.request_id"`
-	Item       *int            `json:"ward.item"`
-	Hospital   *string         `json:"ward.hospital"`
-	Version    *string         `json:"ward.model.version"`
-	Digest     *string         `json:"ward.model.digest"`
-	CaseID     *string         `json:"ward.case_id"`
-	Inputs     json.RawMessage `json:"ward.inputs"`
-	InputsHash *string         `json:"ward.inputs_hash"`
-	Prediction *float64        `json:"ward.prediction"`
-}
 
 // predictionReader reads a prediction log as extract reads an extract:
 // the good predictions stream out to the loader, a malformed line is
@@ -100,7 +81,7 @@ func (p *predictionReader) run(yield func(store.Prediction, error) bool) error {
 		if len(bytes.TrimSpace(line)) > 0 || tooLong {
 			p.rep.Rows++
 			pred, f := p.parse(line, tooLong)
-			switch key := pred.RequestID + "\x00" + strconv.Itoa(pred.Item); {
+			switch key := pred.Key() + "\x00" + strconv.Itoa(pred.Item); {
 			case f != nil:
 				f.Row = n
 				if err := p.reject(*f, line); err != nil {
@@ -201,87 +182,24 @@ func cell(f extract.Failure) string {
 	return f.Column + " " + strconv.Quote(f.Value) + ": " + f.Reason
 }
 
-// parse reads one line into a prediction, or says why it cannot.
+// parse reads one line into a prediction (models/predlog defines the
+// line), or says why it cannot.
 func (p *predictionReader) parse(line []byte, tooLong bool) (store.Prediction, *extract.Failure) {
-	fail := func(column, value, format string, args ...any) (store.Prediction, *extract.Failure) {
-		if len(value) > 64 {
-			value = value[:64] + "..."
+	if tooLong {
+		return store.Prediction{}, &extract.Failure{Reason: fmt.Sprintf("longer than %d MiB", extract.DefaultMaxLineBytes>>20)}
+	}
+	pred, err := predlog.Parse(line)
+	if fe, ok := errors.AsType[*predlog.FieldError](err); ok {
+		return store.Prediction{}, &extract.Failure{Column: fe.Field, Value: fe.Value, Reason: fe.Reason}
+	} else if err != nil {
+		return store.Prediction{}, &extract.Failure{Reason: err.Error()}
+	}
+	if pred.Hospital != p.h.ID {
+		v := pred.Hospital
+		if len(v) > 64 {
+			v = v[:64] + "..."
 		}
-		return store.Prediction{}, &extract.Failure{Column: column, Value: value, Reason: fmt.Sprintf(format, args...)}
-	}
-	switch {
-	case tooLong:
-		return fail("", "", "longer than %d MiB", extract.DefaultMaxLineBytes>>20)
-	case !utf8.Valid(line):
-		return fail("", "", "not valid UTF-8")
-	}
-	var l logLine
-	if err := json.Unmarshal(line, &l); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return fail(te.Field, "", "wrong type: a JSON %s, want %s", te.Value, jsonKind(te.Type))
-		}
-		return fail("", "", "not a JSON object: %v", strings.TrimPrefix(err.Error(), "json: "))
-	}
-	for _, req := range []struct {
-		name string
-		v    *string
-	}{{"event.action", l.Action}, {"@timestamp", l.Timestamp}, {"ward.request_id", l.RequestID}, {"ward.hospital", l.Hospital},
-		{"ward.model.version", l.Version}, {"ward.model.digest", l.Digest}} {
-		if req.v == nil || *req.v == "" {
-			return fail(req.name, "", "required value is missing")
-		}
-	}
-	if *l.Action != "predict" {
-		return fail("event.action", *l.Action, "not a prediction (want predict)")
-	}
-	if *l.Hospital != p.h.ID {
-		return fail("ward.hospital", *l.Hospital, "a prediction of another hospital, in the folder of %s", p.h.ID)
-	}
-	at, err := time.Parse(time.RFC3339Nano, *l.Timestamp)
-	if err != nil {
-		return fail("@timestamp", *l.Timestamp, "not a timestamp (want RFC 3339, e.g. 2026-01-31T14:05:00.000Z)")
-	}
-	if l.Prediction == nil {
-		return fail("ward.prediction", "", "required value is missing")
-	}
-	pred := store.Prediction{Hospital: *l.Hospital, RequestID: *l.RequestID, ModelVersion: *l.Version, ModelDigest: *l.Digest,
-		Predicted: *l.Prediction, Time: at}
-	if l.Item != nil {
-		if *l.Item < 0 {
-			return fail("ward.item", strconv.Itoa(*l.Item), "below the minimum 0")
-		}
-		pred.Item = *l.Item
-	}
-	if l.CaseID != nil {
-		pred.CaseID = *l.CaseID
-	}
-	switch {
-	case len(l.Inputs) > 0 && !bytes.Equal(l.Inputs, []byte("null")):
-		if l.Inputs[0] != '{' {
-			return fail("ward.inputs", string(l.Inputs), "not a JSON object")
-		}
-		pred.Inputs = l.Inputs
-	case l.InputsHash != nil && *l.InputsHash != "":
-		pred.InputsHash = *l.InputsHash
-	default:
-		return fail("ward.inputs", "", "required value is missing (and no ward.inputs_hash)")
+		return store.Prediction{}, &extract.Failure{Column: "ward.hospital", Value: v, Reason: "a prediction of another hospital, in the folder of " + p.h.ID}
 	}
 	return pred, nil
-}
-
-// jsonKind names what a field of logLine wants.
-func jsonKind(t reflect.Type) string {
-	if t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	switch t.Kind() {
-	case reflect.Float64:
-		return "a number"
-	case reflect.Int:
-		return "a whole number"
-	case reflect.String:
-		return "a string"
-	}
-	return "a JSON object"
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/wardml/ward/models/predlog"
 )
 
 // State is where a file stands in the ledger.
@@ -27,7 +29,7 @@ const (
 )
 
 // PredictionsTable is File.Table for a prediction log.
-const PredictionsTable = "ward_predictions"
+const PredictionsTable = predlog.Table
 
 // File is one entry of the ledger: a file of a hospital, by name and
 // content. The same name with other content is another entry.

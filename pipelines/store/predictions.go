@@ -6,53 +6,22 @@ import (
 	"encoding/json"
 	"fmt"
 	"iter"
-	"math"
 	"strings"
 	"time"
 
 	"github.com/wardml/ward/internal/contract"
 	"github.com/wardml/ward/models"
+	"github.com/wardml/ward/models/predlog"
 )
 
-// Prediction is one prediction served: one instance of a request's batch.
-type Prediction struct {
-	Hospital  string `json:"hospital"`
-	RequestID string `json:"request_id"`
-	// Item is the instance's place in the request's batch (0 for a single
-	// instance): a request, and so a request id, may hold several.
-	Item int `json:"item"`
-	// CaseID is the case the request named, in the text form of the
-	// contract's id column (models.Value.Format); empty when none.
-	CaseID       string `json:"case_id,omitempty"`
-	ModelVersion string `json:"model_version"`
-	ModelDigest  string `json:"model_digest"`
-	// Inputs are the request's fields as JSON, or nil when the server logs
-	// only their keyed hash in InputsHash (serving.hash_inputs).
-	Inputs     json.RawMessage `json:"inputs,omitempty"`
-	InputsHash string          `json:"inputs_hash,omitempty"`
-	Predicted  float64         `json:"prediction"`
-	Time       time.Time       `json:"time"`
-}
-
-func (p Prediction) check() error {
-	switch {
-	case p.Hospital == "" || p.RequestID == "":
-		return fmt.Errorf("prediction %s/%s: needs a hospital and a request id", p.Hospital, p.RequestID)
-	case p.Item < 0:
-		return fmt.Errorf("prediction %s/%s: item %d is negative", p.Hospital, p.RequestID, p.Item)
-	case p.Time.IsZero():
-		return fmt.Errorf("prediction %s/%s: no time", p.Hospital, p.RequestID)
-	case math.IsNaN(p.Predicted) || math.IsInf(p.Predicted, 0):
-		return fmt.Errorf("prediction %s/%s: value %v is not a number", p.Hospital, p.RequestID, p.Predicted)
-	case p.Inputs != nil && !json.Valid(p.Inputs):
-		return fmt.Errorf("prediction %s/%s: inputs are not valid JSON", p.Hospital, p.RequestID)
-	}
-	return nil
-}
+// Prediction is one prediction served: one instance of a request's batch,
+// the record that models/predlog defines for the server and ingest alike.
+type Prediction = predlog.Record
 
 // InsertPredictions records a batch of predictions, as the model server
 // sends them, in one transaction. A prediction already recorded (same
-// hospital, request id and item) is counted in Duplicates, not again.
+// hospital, server request id and item) is counted in Duplicates, not
+// again.
 func (s *Store) InsertPredictions(ctx context.Context, ps []Prediction) (Counts, error) {
 	var c Counts
 	err := s.inTx(ctx, func(_ *sql.Conn, tx *sql.Tx) error {
@@ -87,24 +56,20 @@ func (s *Store) LoadPredictions(ctx context.Context, f File, ps iter.Seq2[Predic
 	return c, nil
 }
 
-// predictionColumns are ward_predictions' columns, in insert order.
-var predictionColumns = []string{"hospital", "request_id", "item", "case_id", "model_version", "model_digest",
-	"inputs", "inputs_hash", "prediction", "predicted_at"}
-
 // insertPredictions inserts in batches; hospital, when set, is the one
 // every prediction must be of.
 func (s *Store) insertPredictions(ctx context.Context, tx *sql.Tx, hospital string, ps iter.Seq2[Prediction, error]) (Counts, error) {
 	const per = 500
 	var c Counts
 	var n int64
-	args := make([]any, 0, per*len(predictionColumns))
+	cols := len(predlog.Columns)
+	args := make([]any, 0, per*cols)
 	flush := func() error {
 		if len(args) == 0 {
 			return nil
 		}
-		rows := len(args) / len(predictionColumns)
-		res, err := tx.ExecContext(ctx, fmt.Sprintf("INSERT INTO ward_predictions (%s) VALUES %s ON CONFLICT (hospital, request_id, item) DO NOTHING",
-			strings.Join(predictionColumns, ", "), placeholders(rows, len(predictionColumns))), args...)
+		rows := len(args) / cols
+		res, err := tx.ExecContext(ctx, predlog.Insert(rows), args...)
 		if err != nil {
 			return err
 		}
@@ -119,18 +84,13 @@ func (s *Store) insertPredictions(ctx context.Context, tx *sql.Tx, hospital stri
 		if err != nil {
 			return Counts{}, fmt.Errorf("prediction %d: %w", n, err)
 		}
-		if err := p.check(); err != nil {
+		if err := p.Check(); err != nil {
 			return Counts{}, fmt.Errorf("prediction %d: %w", n, err)
 		}
 		if hospital != "" && p.Hospital != hospital {
 			return Counts{}, fmt.Errorf("prediction %d (request %s): is for hospital %s, not %s", n, p.RequestID, p.Hospital, hospital)
 		}
-		var inputs any
-		if p.Inputs != nil {
-			inputs = string(p.Inputs)
-		}
-		args = append(args, p.Hospital, p.RequestID, int64(p.Item), nullString(p.CaseID), p.ModelVersion, p.ModelDigest,
-			inputs, nullString(p.InputsHash), p.Predicted, s.d.time(p.Time))
+		args = p.Values(args, s.d.time)
 		if len(args) == cap(args) {
 			if err := flush(); err != nil {
 				return Counts{}, err
@@ -138,32 +98,6 @@ func (s *Store) insertPredictions(ctx context.Context, tx *sql.Tx, hospital stri
 		}
 	}
 	return c, flush()
-}
-
-func nullString(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
-}
-
-// placeholders is ($1, ..., $cols), ... for rows rows.
-func placeholders(rows, cols int) string {
-	var b strings.Builder
-	for r := range rows {
-		if r > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteByte('(')
-		for c := range cols {
-			if c > 0 {
-				b.WriteString(", ")
-			}
-			fmt.Fprintf(&b, "$%d", r*cols+c+1)
-		}
-		b.WriteByte(')')
-	}
-	return b.String()
 }
 
 // Outcome is a prediction with the outcome of its case.
@@ -230,9 +164,11 @@ func (s *Store) Outcomes(ctx context.Context, h *contract.Hospital, q Prediction
 		var o Outcome
 		var item int64
 		var id, inputs, hash sql.NullString
+		var server string
 		actual := valueScanner{typ: main.Column(h.Training.Target).Type}
 		sel := "c." + quote(h.Training.Target)
-		dest := []any{&o.Hospital, &o.RequestID, &item, &id, &o.ModelVersion, &o.ModelDigest, &inputs, &hash, &o.Predicted, timeScanner{&o.Time}, &actual}
+		// In the order of predlog.Columns.
+		dest := []any{&o.Hospital, &server, &o.RequestID, &item, &id, &o.ModelVersion, &o.ModelDigest, &inputs, &hash, &o.Predicted, timeScanner{&o.Time}, &actual}
 		var at *valueScanner
 		if tc := h.Training.TimeColumn; tc != "" {
 			at = &valueScanner{typ: main.Column(tc).Type}
@@ -241,8 +177,8 @@ func (s *Store) Outcomes(ctx context.Context, h *contract.Hospital, q Prediction
 		}
 		where, args := s.where(h.ID, q)
 		query := fmt.Sprintf(`SELECT p.%s, %s FROM ward_predictions AS p LEFT JOIN %s AS c ON %s = p.case_id
-			WHERE %s ORDER BY p.predicted_at, p.request_id, p.item`,
-			strings.Join(predictionColumns, ", p."), sel, quote(TableName(h.ID, main.Name)), caseID(h, main, "c"), where)
+			WHERE %s ORDER BY p.predicted_at, p.request_id, p.server_request_id, p.item`,
+			strings.Join(predlog.Columns, ", p."), sel, quote(TableName(h.ID, main.Name)), caseID(h, main, "c"), where)
 		rows, err := s.db.QueryContext(ctx, query, args...)
 		if err != nil {
 			fail(err)
@@ -256,6 +192,7 @@ func (s *Store) Outcomes(ctx context.Context, h *contract.Hospital, q Prediction
 				return
 			}
 			o.Item, o.CaseID, o.InputsHash, o.Actual = int(item), id.String, hash.String, actual.v
+			o.ServerRequestID = server
 			if inputs.Valid {
 				o.Inputs = json.RawMessage(inputs.String)
 			}

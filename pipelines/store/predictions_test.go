@@ -253,3 +253,57 @@ func TestUnpredicted(t *testing.T) {
 		}
 	})
 }
+
+// A predictions table of before migration 0003 (keyed by the client's
+// request id) keeps its rows, keyed by their request id; from then on two
+// predictions that share a client's request id but not the server's are
+// two rows, on both databases.
+func TestMigrationKeysPredictionsByTheServersID(t *testing.T) {
+	engines(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		s, err := Open(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range []string{`DROP TABLE ward_predictions`, `CREATE TABLE ward_predictions (
+			hospital TEXT NOT NULL, request_id TEXT NOT NULL, item BIGINT NOT NULL, case_id TEXT,
+			model_version TEXT NOT NULL, model_digest TEXT NOT NULL, inputs TEXT, inputs_hash TEXT,
+			prediction DOUBLE PRECISION NOT NULL, predicted_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (hospital, request_id, item))`,
+			`DELETE FROM ward_migrations WHERE version >= 3`} {
+			if _, err := s.db.ExecContext(ctx, q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		at := time.Date(2026, 1, 5, 10, 0, 0, 0, time.UTC)
+		if _, err := s.db.ExecContext(ctx, `INSERT INTO ward_predictions VALUES ('h', 'fixed', 0, 'C1', 'v1', 'sha256:a', NULL, 'ab', 100, $1)`, s.d.time(at)); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+
+		s = open(t, url) // migrates
+		c, err := s.InsertPredictions(ctx, []Prediction{
+			{Hospital: "h", RequestID: "fixed", Item: 0, CaseID: "C1", ModelVersion: "v1", ModelDigest: "sha256:a", InputsHash: "ab", Predicted: 100, Time: at},
+			{Hospital: "h", ServerRequestID: "srv-2", RequestID: "fixed", Item: 0, CaseID: "C2", ModelVersion: "v1", ModelDigest: "sha256:a", InputsHash: "ab", Predicted: 200, Time: at},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Inserted != 1 || c.Duplicates != 1 {
+			t.Errorf("after the migration: %+v, want the old row a duplicate and the server's new id a new row", c)
+		}
+		var ids []string
+		rows, err := s.db.QueryContext(ctx, `SELECT server_request_id || '/' || request_id FROM ward_predictions ORDER BY case_id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			rows.Scan(&id)
+			ids = append(ids, id)
+		}
+		if strings.Join(ids, " ") != "fixed/fixed srv-2/fixed" {
+			t.Errorf("rows keyed %v", ids)
+		}
+	})
+}

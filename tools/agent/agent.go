@@ -30,7 +30,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -109,6 +108,7 @@ type Agent struct {
 	secret                           string
 	environ                          []string
 	predictions, serverLog           *lines
+	front                            frontSettings
 
 	// current is the server the front endpoint sends requests to.
 	current atomic.Pointer[backend]
@@ -145,6 +145,7 @@ type settings struct {
 	predictions, serverLog           io.Writer
 	log                              *slog.Logger
 	maxModel                         int64
+	front                            frontSettings
 }
 
 // WithData sets the folder of the unpacked versions and the current
@@ -206,6 +207,7 @@ func New(id string, repo *manifest.Repo, verify manifest.Verifier, opts ...Optio
 		data: filepath.Join(".ward", "agent", id), poll: 30 * time.Second, readyTimeout: 30 * time.Second,
 		drainTimeout: 30 * time.Second, keep: 3, environ: os.Environ(), maxModel: trained.MaxModelBytes,
 		predictions: os.Stdout, serverLog: os.Stderr, log: slog.New(slog.DiscardHandler),
+		front: defaultFront(),
 	}
 	for _, o := range opts {
 		o(&s)
@@ -229,7 +231,7 @@ func New(id string, repo *manifest.Repo, verify manifest.Verifier, opts ...Optio
 		hospital: id, repoURL: repo.URL(), follower: repo.Follow(), verify: verify, client: s.client, store: st,
 		log: s.log.With("ward.hospital", id), metrics: newMetrics(id),
 		poll: s.poll, readyTimeout: s.readyTimeout, drainTimeout: s.drainTimeout,
-		secret: s.secret, environ: s.environ,
+		secret: s.secret, environ: s.environ, front: s.front,
 		predictions: &lines{w: s.predictions}, serverLog: &lines{w: s.serverLog},
 		refresh: make(chan struct{}, 1),
 	}
@@ -246,8 +248,7 @@ func New(id string, repo *manifest.Repo, verify manifest.Verifier, opts ...Optio
 // done it stops polling, lets the front endpoint's requests finish, stops
 // the servers and returns. It returns early only when ln fails.
 func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+	srv, ln := a.frontServer(ln)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	a.log.Info("agent listening", "event.action", "agent.start", "url.full", "http://"+ln.Addr().String(),

@@ -2,19 +2,25 @@ package agent
 
 import (
 	"bytes"
+	"container/list"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/wardml/ward/internal/config"
+	"github.com/wardml/ward/models/trained"
 	"github.com/wardml/ward/tools/manifest"
 )
 
@@ -106,13 +112,24 @@ func (a *Agent) Status() Status {
 // X-Ward-Webhook-Secret or X-Gitlab-Token (GitLab's webhook), or whose body
 // is signed with it in X-Hub-Signature-256 (GitHub's and Gitea's
 // sha256=HMAC); any other gets 401.
-func (a *Agent) Handler() http.Handler {
+//
+// Handler is the endpoint as served on a loopback listener; Run serves it
+// on any: on a listener reachable from off-host, /agent/refresh without a
+// webhook secret is refused (403), so that no stranger can make the agent
+// poll at will.
+func (a *Agent) Handler() http.Handler { return a.handler(false) }
+
+func (a *Agent) handler(offHost bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /agent/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, redacted(a.Status()))
 	})
 	mux.Handle("GET /agent/metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("POST /agent/refresh", func(w http.ResponseWriter, r *http.Request) {
+		if offHost && a.secret == "" {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "the agent listens beyond loopback without a webhook secret: set WARD_AGENT_WEBHOOK_SECRET to take /agent/refresh (polling goes on)"})
+			return
+		}
 		if !a.webhookAllowed(r) {
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "the webhook secret is missing or wrong"})
 			return
@@ -188,4 +205,164 @@ func redacted(v any) json.RawMessage {
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(v)
 	return json.RawMessage(config.Redact(b.String()))
+}
+
+// frontSettings are the front endpoint's connection limits.
+type frontSettings struct {
+	read, write, idle time.Duration
+	conns             int // 0: from the process's file limit
+}
+
+// defaultFront is what ward serve uses, so that the front endpoint holds a
+// slow client no longer than the server behind it would.
+func defaultFront() frontSettings {
+	return frontSettings{read: trained.ServerReadTimeout, write: trained.ServerWriteTimeout, idle: trained.ServerIdleTimeout}
+}
+
+// WithFrontTimeouts sets how long the front endpoint waits for a request
+// to arrive, for its answer to be written, and for the next request on a
+// kept-alive connection (default ward serve's: 10s, 10s, 60s).
+func WithFrontTimeouts(read, write, idle time.Duration) Option {
+	return func(s *settings) { s.front.read, s.front.write, s.front.idle = read, write, idle }
+}
+
+// WithMaxConns bounds the front endpoint's connections (default: half of
+// what the file limit leaves, since each request forwarded takes a second
+// connection, to the model server).
+func WithMaxConns(n int) Option { return func(s *settings) { s.front.conns = n } }
+
+// fileReserve is the descriptors kept for everything but the front's
+// connections: the model servers' pipes, the data folder, the registry.
+const fileReserve = 64
+
+// maxConns is the front's connection limit: the one set, or one the file
+// limit can always hold with the model servers' connections beside it.
+func (f frontSettings) maxConns() int {
+	if f.conns > 0 {
+		return f.conns
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > 1<<20 {
+		return 1 << 19
+	}
+	return max(int(lim.Cur)-fileReserve, 32) / 2
+}
+
+// frontServer is the front endpoint's server on ln, with ward serve's
+// timeouts and at most maxConns connections.
+func (a *Agent) frontServer(ln net.Listener) (*http.Server, net.Listener) {
+	offHost := true
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && tcp.IP.IsLoopback() {
+		offHost = false
+	}
+	if offHost && a.secret == "" {
+		a.log.Warn("the front endpoint listens beyond loopback without a webhook secret: POST /agent/refresh is refused; set WARD_AGENT_WEBHOOK_SECRET to take it",
+			"url.full", "http://"+ln.Addr().String())
+	}
+	lim := newConnLimit(ln, a.front.maxConns())
+	srv := &http.Server{Handler: a.handler(offHost), ReadHeaderTimeout: a.front.read, ReadTimeout: a.front.read,
+		WriteTimeout: a.front.write, IdleTimeout: a.front.idle, ConnState: lim.state,
+		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+	return srv, lim
+}
+
+// connLimit keeps a listener's open connections at most max. When one
+// more would pass it, the connection that has waited longest for a request
+// (idle between requests, or new and silent) is closed to make room, so
+// that idle connections cannot keep a real request out; only when every
+// connection is busy does Accept wait for one to end. Busy ones end at the
+// server's read and write timeouts.
+type connLimit struct {
+	net.Listener
+	max int
+
+	mu     sync.Mutex
+	freed  *sync.Cond
+	open   int
+	waits  *list.List // the connections waiting for a request, longest first
+	closed bool
+}
+
+type limitedConn struct {
+	net.Conn
+	l    *connLimit
+	once sync.Once
+	wait *list.Element // in l.waits while it waits for a request
+	done bool          // closed
+}
+
+func newConnLimit(ln net.Listener, max int) *connLimit {
+	l := &connLimit{Listener: ln, max: max, waits: list.New()}
+	l.freed = sync.NewCond(&l.mu)
+	return l
+}
+
+func (l *connLimit) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	for l.open >= l.max && !l.closed {
+		if e := l.waits.Front(); e != nil {
+			c := e.Value.(*limitedConn)
+			l.mu.Unlock()
+			c.Close()
+			l.mu.Lock()
+			continue
+		}
+		l.freed.Wait()
+	}
+	l.open++
+	l.mu.Unlock()
+	c, err := l.Listener.Accept()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err != nil {
+		l.open--
+		l.freed.Signal()
+		return nil, err
+	}
+	lc := &limitedConn{Conn: c, l: l}
+	lc.wait = l.waits.PushBack(lc)
+	return lc, nil
+}
+
+func (l *connLimit) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	l.freed.Broadcast()
+	return l.Listener.Close()
+}
+
+// state follows the server's view of each connection: waiting for a
+// request (new, idle) or busy.
+func (l *connLimit) state(c net.Conn, st http.ConnState) {
+	lc, ok := c.(*limitedConn)
+	if !ok {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if lc.wait != nil {
+		l.waits.Remove(lc.wait)
+		lc.wait = nil
+	}
+	if !lc.done && st == http.StateIdle || st == http.StateNew {
+		lc.wait = l.waits.PushBack(lc)
+	}
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		l := c.l
+		l.mu.Lock()
+		if c.wait != nil {
+			l.waits.Remove(c.wait)
+			c.wait = nil
+		}
+		c.done = true
+		l.open--
+		l.mu.Unlock()
+		l.freed.Signal()
+	})
+	return err
 }

@@ -298,7 +298,15 @@ func serve(t testing.TB, inputs *store.Store, h *contract.Hospital, a *models.Ar
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp, err := http.Post(url, "application/json", bytes.NewReader(body))
+		req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// One X-Request-Id for every request, as a careless client sends:
+		// the server's own ids keep every prediction apart (issue 14).
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Request-Id", "one-fixed-client-id")
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -379,6 +387,7 @@ func dropLog(t testing.TB, inbound string, lines [][]byte, sent *Sent) {
 		t.Fatal(err)
 	}
 	legacy["ward.model.version"], legacy["ward.request_id"], legacy["@timestamp"] = LegacyVersion, "legacy-1", "2023-12-20T09:00:00.000Z"
+	delete(legacy, "ward.server_request_id") // an older server's line: keyed by its request id
 	old, err := json.Marshal(legacy)
 	if err != nil {
 		t.Fatal(err)
