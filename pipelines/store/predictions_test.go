@@ -269,7 +269,7 @@ func TestMigrationKeysPredictionsByTheServersID(t *testing.T) {
 			hospital TEXT NOT NULL, request_id TEXT NOT NULL, item BIGINT NOT NULL, case_id TEXT,
 			model_version TEXT NOT NULL, model_digest TEXT NOT NULL, inputs TEXT, inputs_hash TEXT,
 			prediction DOUBLE PRECISION NOT NULL, predicted_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (hospital, request_id, item))`,
-			`DELETE FROM ward_migrations WHERE version = 3`} {
+			`DROP TABLE ward_retrain`, `DELETE FROM ward_migrations WHERE version >= 3`} {
 			if _, err := s.db.ExecContext(ctx, q); err != nil {
 				t.Fatalf("%s: %v", q, err)
 			}
