@@ -231,8 +231,10 @@ func (s *Server) requestID(r *http.Request) (server, client string, err error) {
 	return server, id, nil
 }
 
-// turnRead is how long an admitted request's body may take to arrive.
-const turnRead = 2 * time.Second
+// turnRead is how long an admitted request's body may take to arrive:
+// long enough for an upload that pauses while the agent switches versions
+// (seconds under load), short beside the read timeout.
+const turnRead = 5 * time.Second
 
 // admit waits for a slot of the predictions in flight: at once when one
 // is free, else for at most cfg.QueueWait. A request that is not admitted
