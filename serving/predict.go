@@ -265,8 +265,13 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 	}
 	defer func() { <-s.slots }()
 	// A body that trickles in must not hold a turn for the whole read
-	// timeout: the rest of it has turnRead to arrive.
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(turnRead))
+	// timeout: the rest of it has turnRead to arrive, or the read timeout
+	// if that is shorter (the deadline is only ever brought nearer).
+	bodyWait := turnRead
+	if t := s.cfg.ReadTimeout; t > 0 && t < bodyWait {
+		bodyWait = t
+	}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyWait))
 	start := time.Now()
 	m := s.model.Load() // the whole request runs on this model, swap or not
 	sc := s.scratch.Get().(*scratch)
