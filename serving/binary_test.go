@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,33 +70,16 @@ func TestBinaryStartsSwapsOnSIGHUPAndStopsOnSIGTERM(t *testing.T) {
 		t.Fatalf("a truncated model: %v, stderr %s; want exit code 2 naming the file", err, stderr.String())
 	}
 
-	model := modelFile(t, a.Data)
-	port := testenv.FreePort(t)
-	cmd = exec.Command(bin, "--watch", "0")
-	cmd.Env = append(os.Environ(), "WARD_MODEL="+model, fmt.Sprintf("PORT=%d", port), "WARD_LOG_FORMAT=json")
 	var stdout lockedBuffer
-	var ops lockedBuffer
-	cmd.Stdout, cmd.Stderr = &stdout, &ops
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	if err := testenv.WaitTCP(addr, 10*time.Second, nil); err != nil {
-		t.Fatalf("%v\n%s", err, ops.text())
-	}
-	s := &server{url: "http://" + addr}
+	srv := startBinary(t, bin, modelFile(t, a.Data), &stdout)
+	model := srv.model
+	s := &server{url: "http://" + srv.addr}
 	if _, ans := s.post(t, stOlafCase()); ans["model_version"] != a.Artifact.Version {
 		t.Fatalf("answer %v", ans)
 	}
 
 	writeModel(t, model, b.Data)
-	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := srv.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "SIGHUP to swap in model B", func() bool { return s.version(t) == b.Artifact.Version })
@@ -103,25 +87,64 @@ func TestBinaryStartsSwapsOnSIGHUPAndStopsOnSIGTERM(t *testing.T) {
 		t.Errorf("after SIGHUP: %v", ans["model_version"])
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		exited <- err
-		if err != nil {
-			t.Errorf("after SIGTERM: %v\n%s", err, ops.text())
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("still running 15 s after SIGTERM")
+	if err := srv.stop(t, 15*time.Second); err != nil {
+		t.Errorf("after SIGTERM: %v\n%s", err, srv.ops.text())
 	}
 	lines := decodeLines(t, []byte(stdout.text()))
 	if len(lines) != 2 || lines[0]["ward.model.version"] != a.Artifact.Version || lines[1]["ward.model.version"] != b.Artifact.Version {
 		t.Errorf("prediction log on stdout: %v", lines)
 	}
 	for _, want := range []string{`"service.name":"ward-serve"`, `"message":"model swapped"`, `"message":"stopped"`} {
-		if !strings.Contains(ops.text(), want) {
-			t.Errorf("stderr lacks %s:\n%s", want, ops.text())
+		if !strings.Contains(srv.ops.text(), want) {
+			t.Errorf("stderr lacks %s:\n%s", want, srv.ops.text())
 		}
+	}
+}
+
+// binary is a ward-serve process started on a free port with --watch 0.
+type binary struct {
+	cmd    *exec.Cmd
+	exited chan error
+	ops    *lockedBuffer // its stderr
+	addr   string
+	model  string
+}
+
+// startBinary starts bin serving model, its prediction log to stdout,
+// and waits until it listens; the test's cleanup kills it.
+func startBinary(t *testing.T, bin, model string, stdout io.Writer) *binary {
+	t.Helper()
+	port := testenv.FreePort(t)
+	b := &binary{cmd: exec.Command(bin, "--watch", "0"), exited: make(chan error, 1), ops: &lockedBuffer{}, addr: fmt.Sprintf("127.0.0.1:%d", port), model: model}
+	b.cmd.Env = append(os.Environ(), "WARD_MODEL="+model, fmt.Sprintf("PORT=%d", port), "WARD_LOG_FORMAT=json")
+	b.cmd.Stdout, b.cmd.Stderr = stdout, b.ops
+	if err := b.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { b.exited <- b.cmd.Wait() }()
+	t.Cleanup(func() {
+		b.cmd.Process.Kill()
+		<-b.exited
+	})
+	if err := testenv.WaitTCP(b.addr, 10*time.Second, nil); err != nil {
+		t.Fatalf("%v\n%s", err, b.ops.text())
+	}
+	return b
+}
+
+// stop sends SIGTERM and returns how the process exited; the test fails
+// if it is still running after within.
+func (b *binary) stop(t *testing.T, within time.Duration) error {
+	t.Helper()
+	if err := b.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-b.exited:
+		b.exited <- err // for the cleanup
+		return err
+	case <-time.After(within):
+		t.Fatalf("still running %s after SIGTERM", within)
+		return nil
 	}
 }

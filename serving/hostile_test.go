@@ -8,15 +8,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/wardml/ward/internal/testenv"
 	"github.com/wardml/ward/models/modeltest"
 )
 
@@ -42,25 +39,8 @@ func TestBatchBombsKeepMemoryBounded(t *testing.T) {
 	)
 	bin := buildServer(t)
 	a, _ := stOlaf(t)
-	model := modelFile(t, a.Data)
-	port := testenv.FreePort(t)
-	cmd := exec.Command(bin, "--watch", "0")
-	cmd.Env = append(os.Environ(), "WARD_MODEL="+model, fmt.Sprintf("PORT=%d", port), "WARD_LOG_FORMAT=json")
-	var ops lockedBuffer
-	cmd.Stdout, cmd.Stderr = io.Discard, &ops
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	if err := testenv.WaitTCP(addr, 10*time.Second, nil); err != nil {
-		t.Fatalf("%v\n%s", err, ops.text())
-	}
+	srv := startBinary(t, bin, modelFile(t, a.Data), io.Discard)
+	addr := srv.addr
 	url := "http://" + addr + "/v1/predict"
 	bomb := batchBomb(1<<20 - 64)
 
@@ -112,19 +92,10 @@ func TestBatchBombsKeepMemoryBounded(t *testing.T) {
 		t.Errorf("a real case after the bombs: %d %v", code, ans)
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	if err := srv.stop(t, 30*time.Second); err != nil {
+		t.Fatalf("after SIGTERM: %v\n%s", err, srv.ops.text())
 	}
-	select {
-	case err := <-exited:
-		exited <- err
-		if err != nil {
-			t.Fatalf("after SIGTERM: %v\n%s", err, ops.text())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("still running 30 s after SIGTERM")
-	}
-	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	ru, ok := srv.cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	if !ok {
 		t.Fatal("no rusage for the server process")
 	}
