@@ -27,6 +27,17 @@ func loadContract(t *testing.T, path string) *contract.Hospital {
 	return h
 }
 
+// testSpec is the contract's training section as Fit takes it, with a
+// test lineage.
+func testSpec(t *testing.T, h *contract.Hospital) models.Spec {
+	t.Helper()
+	spec, err := h.ModelSpec(h.InputColumns(), modeltest.Lineage(h.ID, h.Hash))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spec
+}
+
 // hospital generates the cases of a hospital in the st-olaf contract's
 // shape: the bill is log-linear in the features, with noise.
 type hospital struct {
@@ -110,7 +121,7 @@ func collect(cs models.Cases) []models.Case {
 var cutoff = time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
 
 func stOlaf(t *testing.T) (models.Spec, hospital) {
-	spec := modeltest.Spec(t, loadContract(t, "../internal/contract/testdata/st-olaf/hospital.yaml"))
+	spec := testSpec(t, loadContract(t, "../internal/contract/testdata/st-olaf/hospital.yaml"))
 	return spec, genHospital(spec, 4000, 1)
 }
 
@@ -358,7 +369,7 @@ func sparcs(t *testing.T) (*contract.Hospital, [][]models.Value, []models.Column
 
 func TestFitOnSPARCS(t *testing.T) {
 	h, rows, cols := sparcs(t)
-	spec := modeltest.Spec(t, h)
+	spec := testSpec(t, h)
 	target := slices.IndexFunc(cols, func(c models.Column) bool { return c.Name == h.Training.Target })
 	var cases []models.Case
 	for _, r := range rows {

@@ -31,7 +31,10 @@ func fitSPARCS(t *testing.T) modeltest.Fitted {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec := modeltest.Spec(t, h)
+	spec, err := h.ModelSpec(h.InputColumns(), modeltest.Lineage(h.ID, h.Hash))
+	if err != nil {
+		t.Fatal(err)
+	}
 	cols := h.InputColumns()
 	index := func(name string) int {
 		return slices.IndexFunc(cols, func(c models.Column) bool { return c.Name == name })

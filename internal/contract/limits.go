@@ -1,9 +1,7 @@
 package contract
 
 import (
-	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -45,17 +43,6 @@ func (l *Limits) normalize() error {
 	}
 	return nil
 }
-
-// Reports says what validation reports and log lines may show.
-type Reports struct {
-	// ShowValues quotes the failing cells (capped at MaxShownValue bytes);
-	// by default reports and logs name the row, column and rule only, and
-	// the values stay in the encrypted rejected-rows file.
-	ShowValues bool `yaml:"show_values"`
-}
-
-// MaxShownValue is the most bytes of a cell a report shows.
-const MaxShownValue = 64
 
 // ByteSize is a number of bytes, written 1048576, "64KiB", "1GiB" or "100MB".
 type ByteSize int64
@@ -103,37 +90,4 @@ func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
 	}
 	*b = v
 	return nil
-}
-
-// DefaultPeriod finds an extract's month in its name: cases_2024-02.csv.gpg
-// is of 2024-02.
-const DefaultPeriod = `_(\d{4}-\d{2})`
-
-func (t *Table) normalizePeriod() error {
-	if t.Period == "" {
-		t.Period = DefaultPeriod
-	}
-	re, err := regexp.Compile(t.Period)
-	if err != nil {
-		return fmt.Errorf("period %q: %v", t.Period, err)
-	}
-	if re.NumSubexp() != 1 {
-		return errors.New("period " + strconv.Quote(t.Period) + ": want exactly one group (...) that captures the period, like _(\\d{4}-\\d{2})")
-	}
-	t.periodRE = re
-	return nil
-}
-
-// PeriodOf is the period an extract's name says it covers (the first
-// match of the table's period pattern), or "" when the name says none.
-// Periods compare as text: 2023-12 is older than 2024-02.
-func (t *Table) PeriodOf(fileName string) string {
-	if t.periodRE == nil {
-		return ""
-	}
-	m := t.periodRE.FindStringSubmatch(fileName)
-	if m == nil {
-		return ""
-	}
-	return m[1]
 }

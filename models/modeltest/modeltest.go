@@ -1,8 +1,8 @@
 // Package modeltest makes real model artifacts for the tests of the parts
 // that use one (the server, the image, the agent, feedback): fitted with
-// models.Fit on synthetic cases in the shape of the st-olaf contract, as
-// the training pipeline fits them, with training's own predictions of the
-// validation cases kept beside them. It is a test double in the sense of
+// models.Fit on synthetic cases in the shape of the st-olaf contract
+// (StOlafSpec), as the training pipeline fits them, with training's own
+// predictions of the validation cases kept beside them. It is a test double in the sense of
 // go-containerregistry's pkg/v1/random: a package, not a mock.
 package modeltest
 
@@ -10,13 +10,10 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/wardml/ward/internal/contract"
 	"github.com/wardml/ward/models"
 )
 
@@ -30,31 +27,74 @@ type Fitted struct {
 	Predicted []models.Prediction
 }
 
-// Contract loads a contract of internal/contract/testdata by its folder
-// name ("st-olaf", "sparcs"), wherever the calling test runs.
-func Contract(t testing.TB, name string) *contract.Hospital {
+// StOlafSpec is the training section of the st-olaf contract
+// (internal/contract/testdata/st-olaf) as Fit takes it, with a test
+// lineage: numeric inputs (one log1p), categoricals with rare levels, a
+// date; a log target, calibrated to under-estimate one case in five. It is
+// built here, not loaded, so that models imports nothing of ward; this
+// package's test checks it against the contract.
+func StOlafSpec(t testing.TB) models.Spec {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	h, err := contract.Load(filepath.Join(filepath.Dir(file), "..", "..", "internal", "contract", "testdata", name, contract.FileName))
-	if err != nil {
-		t.Fatal(err)
+	text := func(name string, required bool, allowed ...string) models.Column {
+		return models.Column{Name: name, Type: models.String, Required: required, Allowed: allowed}
 	}
-	return h
-}
-
-// Spec is the contract's training section as Fit takes it, with a test
-// lineage.
-func Spec(t testing.TB, h *contract.Hospital) models.Spec {
-	t.Helper()
-	spec, err := h.ModelSpec(h.InputColumns(), models.Lineage{
-		Files:    []models.File{{Name: h.ID + "/cases_2026-06.csv.gpg", SHA256: strings.Repeat("ab", 32)}},
-		Contract: h.Hash, Ward: "test",
-	})
-	if err != nil {
-		t.Fatal(err)
+	count := func(name string, max float64) models.Column {
+		return models.Column{Name: name, Type: models.Int, Min: ptr(0.0), Max: ptr(max)}
+	}
+	spec := models.Spec{
+		Hospital: "st-olaf",
+		Inputs: []models.Column{
+			text("doctor_id", true),
+			{Name: "admitted_at", Type: models.Date, Required: true},
+			text("admission_type", true, "elective", "emergency"),
+			text("ward_class", true, "A", "B1", "B2", "C"),
+			count("age", 110),
+			count("planned_los", 365),
+			count("comorbidities", 20),
+			text("sex", false, "F", "M", "X"),
+			text("insurance", false, "public", "private", "self"),
+			text("specialty", true),
+		},
+		Features: []models.Feature{
+			{Name: "age", Column: "age", Kind: models.Numeric, Transform: models.NoTransform},
+			{Name: "planned_los", Column: "planned_los", Kind: models.Numeric, Transform: models.Log1p},
+			{Name: "comorbidities", Column: "comorbidities", Kind: models.Numeric, Transform: models.NoTransform},
+			{Name: "admission_type", Column: "admission_type", Kind: models.Categorical, MinCount: 1},
+			{Name: "ward_class", Column: "ward_class", Kind: models.Categorical, MinCount: 1},
+			{Name: "specialty", Column: "specialty", Kind: models.Categorical, MinCount: 20},
+			{Name: "doctor_id", Column: "doctor_id", Kind: models.Categorical, MinCount: 30},
+			{Name: "sex", Column: "sex", Kind: models.Categorical, MinCount: 1},
+			{Name: "insurance", Column: "insurance", Kind: models.Categorical, MinCount: 1},
+			{Name: "admitted", Column: "admitted_at", Kind: models.DateParts, Parts: []string{"month"}},
+		},
+		Target:          "total_bill",
+		TargetTransform: models.Log,
+		Family:          models.FamilyRidge,
+		Lambdas:         []float64{0.1, 1, 10, 100},
+		GBDT:            models.GBDT{}.WithDefaults(),
+		UnderRate:       ptr(0.2),
+		MinRows:         200,
+		Segments:        []string{"ward_class", "admission_type"},
+		Lineage:         Lineage("st-olaf", strings.Repeat("cd", 32)),
+	}
+	for i := range spec.Inputs {
+		if err := spec.Inputs[i].Prepare(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return spec
 }
+
+// Lineage is a test lineage: one staged cases file of the hospital, the
+// contract's hash as given.
+func Lineage(hospital, contractHash string) models.Lineage {
+	return models.Lineage{
+		Files:    []models.File{{Name: hospital + "/cases_2026-06.csv.gpg", SHA256: strings.Repeat("ab", 32)}},
+		Contract: contractHash, Ward: "test",
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
 
 // StOlaf fits a model in the st-olaf contract's shape (numeric,
 // categorical with rare levels, a date; log target, calibrated) on n
@@ -62,8 +102,7 @@ func Spec(t testing.TB, h *contract.Hospital) models.Spec {
 // by a factor, so that two versions are told apart by their answers.
 func StOlaf(t testing.TB, n int, seed uint64, level float64) Fitted {
 	t.Helper()
-	h := Contract(t, "st-olaf")
-	spec := Spec(t, h)
+	spec := StOlafSpec(t)
 	col := map[string]int{}
 	for i, c := range spec.Inputs {
 		col[c.Name] = i

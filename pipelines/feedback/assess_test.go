@@ -30,7 +30,11 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	f := modeltest.StOlaf(t, 3000, 1, 1)
-	return &fixture{h: modeltest.Contract(t, "st-olaf"), f: f, val: f.Artifact.Metrics["validation"].Metrics,
+	h, err := contract.Load("../../internal/contract/testdata/st-olaf/hospital.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{h: h, f: f, val: f.Artifact.Metrics["validation"].Metrics,
 		t0: time.Date(2026, 7, 1, 9, 0, 0, 0, time.UTC)}
 }
 

@@ -3,6 +3,7 @@ package ingest
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,6 +34,24 @@ type predictionReader struct {
 
 	unknown    map[string]int64
 	duplicates int64
+}
+
+// predictionLog reads a prediction log (the contract's
+// inbound.predictions) with a predictionReader and loads it with
+// store.LoadPredictions.
+type predictionLog struct {
+	p  *pipeline
+	hs *hospitalState
+}
+
+func (predictionLog) rejectsExt() string { return ".jsonl" }
+
+func (l predictionLog) load(ctx context.Context, plain io.Reader, entry store.File, rejects io.Writer, res *FileResult) (*extract.Report, store.Counts, error) {
+	h := l.hs.h
+	pr := newPredictionReader(extract.LimitPlaintext(plain, h), h, entry.Name, rejects, l.hs.knownModels(ctx, l.p))
+	c, err := l.p.st.LoadPredictions(ctx, entry, pr.Rows(), store.WithRejected(func() int64 { return pr.rep.Rejected }))
+	res.UnknownModels, res.Duplicates = pr.unknown, pr.duplicates
+	return pr.Report(), c, err
 }
 
 func newPredictionReader(r io.Reader, h *contract.Hospital, name string, rejects io.Writer, known map[string]bool) *predictionReader {
