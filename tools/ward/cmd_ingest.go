@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -159,24 +158,14 @@ func ingestSource(ctx context.Context, app *App, from string) (fetch.Source, err
 }
 
 // deployedVersions reads the model versions each hospital has had
-// deployed, from the manifest repo's history: the versions ward knows.
+// deployed (manifest's Versions): the versions ward knows.
 func deployedVersions(app *App) func(ctx context.Context, hospital string) ([]string, error) {
 	return func(ctx context.Context, hospital string) ([]string, error) {
 		r, err := openManifest(app, &manifestFlags{branch: "main"})
 		if err != nil {
 			return nil, err
 		}
-		tl, err := r.History(ctx, hospital)
-		if err != nil {
-			return nil, err
-		}
-		var out []string
-		for _, ev := range tl.Events {
-			if ev.Release != nil && !slices.Contains(out, ev.Release.Version) {
-				out = append(out, ev.Release.Version)
-			}
-		}
-		return out, nil
+		return r.Versions(ctx, hospital)
 	}
 }
 
