@@ -305,27 +305,16 @@ func imageModels(app *App) (heal.ModelReader, error) {
 	}
 	warned := false
 	return func(ctx context.Context, ref string) (*models.Artifact, error) {
-		d, err := client.ParseDigest(ref)
-		if err != nil {
-			return nil, exit.With(exit.Config, err)
-		}
-		if pub != nil {
-			if _, err := image.Verify(ctx, d, pub, client.Remote(ctx)...); err != nil {
-				return nil, verifyError(err)
+		if pub == nil && !warned {
+			d, err := client.ParseDigest(ref)
+			if err != nil {
+				return nil, exit.With(exit.Config, err)
 			}
-		} else if !warned {
 			warned = true
 			app.Log.Warn("the deployed models are read without verifying their images: set WARD_VERIFY_KEY", "ward.image", d.String())
 		}
-		data, err := image.ReadModel(ctx, d, client.Remote(ctx)...)
-		if err != nil {
-			return nil, exit.With(exit.Config, err)
-		}
-		a, err := models.Decode(data)
-		if err != nil {
-			return nil, exit.With(exit.Config, fmt.Errorf("%s: %w", d, err))
-		}
-		return a, nil
+		a, err := image.DeployedModel(ctx, client, pub, ref)
+		return a, deployedError(err)
 	}, nil
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -216,9 +215,8 @@ func readArtifact(file string) (*models.Artifact, error) {
 	return models.Decode(data)
 }
 
-// deployedModels reads the model in production of each hospital: the one
-// in the image its folder of the manifest repo pins, verified with
-// WARD_VERIFY_KEY when it is set. A hospital without a release has none.
+// deployedModels reads the model in production of each hospital
+// (image.Production), verified with WARD_VERIFY_KEY when it is set.
 func deployedModels(ctx context.Context, app *App, hs []*contract.Hospital) ([]*models.Artifact, error) {
 	repo, err := openManifest(app, &manifestFlags{branch: "main"})
 	if err != nil {
@@ -228,43 +226,33 @@ func deployedModels(ctx context.Context, app *App, hs []*contract.Hospital) ([]*
 	if err != nil {
 		return nil, exit.With(exit.Config, err)
 	}
-	var pub *ecdsa.PublicKey
+	opts := []image.ProductionOption{image.ProductionLog(app.Log)}
 	if app.Config.Get("verify_key") != "" {
-		if pub, err = verifyKey(app, ""); err != nil {
+		pub, err := verifyKey(app, "")
+		if err != nil {
 			return nil, err
 		}
+		opts = append(opts, image.VerifiedBy(pub))
 	}
-	follow := repo.Follow()
-	var out []*models.Artifact
-	for _, h := range hs {
-		head, err := follow.Read(ctx, h.ID, "")
-		if err != nil {
-			return nil, manifestError(fmt.Errorf("the model in production of %s: %w", h.ID, err))
-		}
-		if head.Release == nil {
-			continue
-		}
-		ref, err := client.ParseDigest(head.Release.Image)
-		if err != nil {
-			return nil, exit.With(exit.Config, err)
-		}
-		if pub != nil {
-			if _, err := image.Verify(ctx, ref, pub, client.Remote(ctx)...); err != nil {
-				return nil, verifyError(fmt.Errorf("the model in production of %s: %w", h.ID, err))
-			}
-		} else {
-			app.Log.Warn("the model in production is read without verifying its image: set WARD_VERIFY_KEY", "ward.hospital", h.ID, "ward.image", ref.String())
-		}
-		data, err := image.ReadModel(ctx, ref, client.Remote(ctx)...)
-		if err != nil {
-			return nil, exit.With(exit.Config, err)
-		}
-		a, err := models.Decode(data)
-		if err != nil {
-			return nil, exit.With(exit.Config, fmt.Errorf("the model in production of %s (%s): %w", h.ID, ref, err))
-		}
-		app.Log.Info("gate baseline: the model in production", "ward.hospital", h.ID, "ward.version", a.Version, "ward.image", ref.String())
-		out = append(out, a)
+	ids := make([]string, len(hs))
+	for i, h := range hs {
+		ids[i] = h.ID
 	}
-	return out, nil
+	out, err := image.Production(ctx, repo, client, ids, opts...)
+	return out, deployedError(err)
+}
+
+// deployedError maps the errors of reading a deployed model to exit codes:
+// the manifest's as manifestError does, a signature's as verifyError does,
+// and the rest (the registry, the artifact) to 2.
+func deployedError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, image.ErrManifest):
+		return manifestError(err)
+	case errors.Is(err, image.ErrUnverified):
+		return verifyError(err)
+	}
+	return exit.With(exit.Config, err)
 }
