@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -151,15 +150,15 @@ ward package --all --models models --output json > images.json && ward deploy --
 	})
 }
 
-// deployImages deploys every image that ward package wrote to file, one
-// commit each; a hospital that fails does not stop the others.
+// deployImages deploys every image that ward package wrote to file
+// (image.DeployAll), and prints what it did.
 func deployImages(ctx context.Context, app *App, f *manifestFlags, file string, skipRejected bool) error {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return exit.With(exit.Config, fmt.Errorf("--images: %w", err))
 	}
-	var packaged []image.Line
-	if err := json.Unmarshal(b, &packaged); err != nil {
+	packaged, err := image.ParseLines(b)
+	if err != nil {
 		return exit.With(exit.Config, fmt.Errorf("--images %s: not the output of ward package --output json: %v", file, err))
 	}
 	if f.expect != "" {
@@ -173,41 +172,8 @@ func deployImages(ctx context.Context, app *App, f *manifestFlags, file string, 
 	if err != nil {
 		return err
 	}
-	type outcome struct {
-		Hospital string           `json:"hospital"`
-		Image    string           `json:"image,omitempty"`
-		Outcome  string           `json:"outcome"` // deployed, unchanged, skipped, failed
-		Result   *manifest.Result `json:"result,omitempty"`
-		Error    string           `json:"error,omitempty"`
-	}
-	var out []outcome
-	failed := 0
-	for _, p := range packaged {
-		if f.hospital != "" && p.Hospital != f.hospital {
-			continue
-		}
-		o := outcome{Hospital: p.Hospital, Image: p.Image}
-		switch {
-		case p.Error != "" || p.Image == "":
-			o.Outcome, o.Error = "skipped", "not packaged: "+p.Error
-		default:
-			res, err := r.Deploy(ctx, manifest.Deployment{Hospital: p.Hospital, Image: p.Image, Force: f.force, DryRun: f.dryRun, AllowDowngrade: f.allowDowngrade})
-			switch {
-			case skipRejected && errors.Is(err, manifest.ErrRejected):
-				o.Outcome, o.Error = "skipped", err.Error()
-				app.Log.Warn("deploy skipped: the digest was rolled back", "hospital", p.Hospital, "image", p.Image, "error", err)
-			case err != nil:
-				o.Outcome, o.Error = "failed", err.Error()
-				failed++
-				app.Log.Error("deploy failed", "hospital", p.Hospital, "image", p.Image, "error", err)
-			case res.Status == manifest.StatusUnchanged:
-				o.Outcome, o.Result = "unchanged", res
-			default:
-				o.Outcome, o.Result = "deployed", res
-			}
-		}
-		out = append(out, o)
-	}
+	out, derr := image.DeployAll(ctx, r, packaged, image.Batch{Hospital: f.hospital, Force: f.force, DryRun: f.dryRun,
+		AllowDowngrade: f.allowDowngrade, SkipRejected: skipRejected, Log: app.Log})
 	if err := app.Print(out, func(w io.Writer) {
 		for _, o := range out {
 			switch {
@@ -222,8 +188,8 @@ func deployImages(ctx context.Context, app *App, f *manifestFlags, file string, 
 	}); err != nil {
 		return err
 	}
-	if failed > 0 {
-		return exit.With(exit.Failure, fmt.Errorf("%d of %d images failed to deploy", failed, len(out)))
+	if errors.Is(derr, image.ErrDeployFailed) {
+		return exit.With(exit.Failure, derr)
 	}
-	return nil
+	return derr
 }
