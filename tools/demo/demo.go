@@ -19,6 +19,7 @@ package demo
 import (
 	"context"
 	"crypto/ecdsa"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -107,6 +108,10 @@ type Summary struct {
 }
 
 const marker = ".ward-demo"
+
+// imagesFile is what the demo's package step writes in a models folder,
+// as ward package --output json does, and its deploy step reads.
+const imagesFile = "images.json"
 
 // Demo is a running demo; Run starts it, Close stops it.
 type Demo struct {
@@ -428,15 +433,7 @@ func (d *Demo) manifestRepo() (*manifest.Repo, error) {
 // ingest runs ward ingest over SFTP.
 func (d *Demo) ingest(ctx context.Context, what string) (string, error) {
 	sum := ingest.Run(ctx, d.hs, d.src, d.st, d.stage, d.keys, ingest.WithSettle(100*time.Millisecond), ingest.WithLogger(d.o.Log),
-		ingest.WithModelVersions(func(_ context.Context, hospital string) ([]string, error) {
-			var known []string
-			for _, a := range d.artifacts {
-				if a.Hospital == hospital {
-					known = append(known, a.Version)
-				}
-			}
-			return known, nil
-		}))
+		ingest.WithModelVersions(d.deployer.Versions))
 	if errs := sum.Errors(); len(errs) > 0 {
 		return "", errors.New(strings.Join(errs, "; "))
 	}
@@ -449,7 +446,8 @@ func (d *Demo) ingest(ctx context.Context, what string) (string, error) {
 }
 
 // train trains every hospital and the pooled baseline; v2 is gated against
-// v1, the model in production.
+// v1, the model in production (read from the images the manifest pins, as
+// ward train reads it).
 func (d *Demo) train(ctx context.Context, version string) (string, error) {
 	ids := make([]string, len(d.hs))
 	for i, h := range d.hs {
@@ -457,7 +455,11 @@ func (d *Demo) train(ctx context.Context, version string) (string, error) {
 	}
 	var opts []train.Option
 	if version == "v2" {
-		for _, a := range d.artifacts {
+		live, err := image.Production(ctx, d.deployer, d.client, ids, image.VerifiedBy(&d.key.PublicKey), image.ProductionLog(d.o.Log))
+		if err != nil {
+			return "", err
+		}
+		for _, a := range live {
 			opts = append(opts, train.WithBaseline(a))
 		}
 	}
@@ -494,7 +496,7 @@ func (d *Demo) train(ctx context.Context, version string) (string, error) {
 }
 
 // pack packages every model of dir that passed its gate: the model server
-// and the model, one signed image each.
+// and the model, one signed image each, listed in dir/images.json.
 func (d *Demo) pack(ctx context.Context, version, dir string) (string, error) {
 	if d.server == nil {
 		srv, err := d.buildServer(ctx)
@@ -506,6 +508,7 @@ func (d *Demo) pack(ctx context.Context, version, dir string) (string, error) {
 	pub := image.NewPublisher(image.WithRegistry(d.client), image.WithSigner(d.key),
 		image.WithServer(d.server), image.WithBuild(image.Created(d.start.UTC().Truncate(time.Second))))
 	n, skipped := 0, 0
+	var lines []image.Line
 	for _, h := range d.hs {
 		tr, err := image.ReadTrained(filepath.Join(dir, h.ID, trainreport.ModelFile), "", "")
 		if errors.Is(err, os.ErrNotExist) {
@@ -521,20 +524,27 @@ func (d *Demo) pack(ctx context.Context, version, dir string) (string, error) {
 		res, err := image.Package(ctx, tr, repo, pub)
 		if errors.Is(err, image.ErrGateFailed) {
 			skipped++
+			lines = append(lines, image.Line{Hospital: h.ID, Skipped: err.Error()})
 			continue
 		}
 		if err != nil {
 			return "", err
 		}
-		if err := os.WriteFile(filepath.Join(dir, h.ID, "image"), []byte(res.Ref.String()+"\n"), 0o644); err != nil {
-			return "", err
-		}
+		lines = append(lines, res.Line())
 		a, err := models.Decode(tr.Model.Artifact)
 		if err != nil {
 			return "", err
 		}
 		d.artifacts = append(d.artifacts, a)
 		n++
+	}
+	// What ward package --output json writes, for deploy to read back.
+	b, err := json.MarshalIndent(lines, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, imagesFile), append(b, '\n'), 0o644); err != nil {
+		return "", err
 	}
 	s := fmt.Sprintf("%d images pushed and signed (%s)", n, version)
 	if skipped > 0 {
@@ -563,27 +573,37 @@ func (d *Demo) buildServer(ctx context.Context) (*image.Server, error) {
 	return image.BuildServer(ctx, ".", image.DefaultServerPackage, []string{"linux/" + runtime.GOARCH})
 }
 
-// deploy commits every image of a models folder to the manifest repo, and
-// notes the digest each hospital should serve.
+// deploy commits every image of a models folder's images.json to the
+// manifest repo, as ward deploy --images does, and notes the digest each
+// hospital should serve.
 func (d *Demo) deploy(ctx context.Context, version string) (string, error) {
-	dir := d.path("models", version)
+	data, err := os.ReadFile(d.path("models", version, imagesFile))
+	if err != nil {
+		return "", err
+	}
+	lines, err := image.ParseLines(data)
+	if err != nil {
+		return "", err
+	}
+	out, err := image.DeployAll(ctx, d.deployer, lines, image.Batch{Log: d.o.Log})
+	if err != nil {
+		var failed []string
+		for _, o := range out {
+			if o.Outcome == image.OutcomeFailed {
+				failed = append(failed, o.Hospital+": "+o.Error)
+			}
+		}
+		return "", fmt.Errorf("%w: %s", err, strings.Join(failed, "; "))
+	}
 	d.deployed = map[string]string{}
 	var commits []string
-	for _, h := range d.hs {
-		ref, err := os.ReadFile(filepath.Join(dir, h.ID, "image"))
-		if errors.Is(err, os.ErrNotExist) {
+	for _, o := range out {
+		if o.Result == nil || o.Result.Release == nil {
 			continue
 		}
-		if err != nil {
-			return "", err
-		}
-		res, err := d.deployer.Deploy(ctx, manifest.Deployment{Hospital: h.ID, Image: strings.TrimSpace(string(ref))})
-		if err != nil {
-			return "", err
-		}
-		commits = append(commits, res.Commits...)
-		d.deployed[h.ID] = res.Release.Digest
-		d.agents[h.ID].refresh()
+		commits = append(commits, o.Result.Commits...)
+		d.deployed[o.Hospital] = o.Result.Release.Digest
+		d.agents[o.Hospital].refresh()
 	}
 	return fmt.Sprintf("%d commits \"deploy(<id>): <version>\" pushed to %s, each image verified first", len(commits), d.remote), nil
 }

@@ -3,24 +3,17 @@ package demo
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"os"
-	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/wardml/ward/internal/contract"
-	"github.com/wardml/ward/models"
 	"github.com/wardml/ward/pipelines/ingest"
 	"github.com/wardml/ward/pipelines/ingest/decrypt"
 	"github.com/wardml/ward/pipelines/ingest/fetch"
 	"github.com/wardml/ward/pipelines/ingest/staging"
 	"github.com/wardml/ward/pipelines/store"
-	"github.com/wardml/ward/serving"
+	"github.com/wardml/ward/pipelines/synth"
 )
 
 // The hospitals' side of the demo: their own data (the plaintext group,
@@ -72,42 +65,26 @@ func (d *Demo) predict(ctx context.Context, month string) (string, error) {
 	return fmt.Sprintf("%d cases of %s sent to the agents' endpoints, each answered and logged", total, month), nil
 }
 
-// ask sends a hospital's sample of month's cases, as its client would:
-// the fields the model's schema (GET /v1/model) names, and the case id.
+// ask sends a hospital's sample of month's cases, as its client would
+// (synth.Client): the fields the model's schema (GET /v1/model) names, and
+// the case id.
 func (d *Demo) ask(ctx context.Context, own *store.Store, h *contract.Hospital, month string) (int, error) {
-	base := "http://" + d.agents[h.ID].addr
-	var info serving.ModelInfo
-	if err := getJSON(ctx, base+"/v1/model", &info); err != nil {
+	client := &synth.Client{URL: "http://" + d.agents[h.ID].addr}
+	info, err := client.Model(ctx)
+	if err != nil {
 		return 0, err
 	}
-	data := own.Training(h)
-	col := func(name string) int {
-		return slices.IndexFunc(data.Columns, func(c models.Column) bool { return c.Name == name })
-	}
-	at, id := col(h.Training.TimeColumn), col(h.Training.ID)
-	fields := make([]models.Column, len(info.Inputs))
-	pick := make([]int, len(info.Inputs))
+	inputs := make([]string, len(info.Inputs))
 	for i, in := range info.Inputs {
-		if pick[i] = col(in.Name); pick[i] < 0 {
-			return 0, fmt.Errorf("the model wants %s, which the hospital's data lacks", in.Name)
-		}
-		fields[i] = data.Columns[pick[i]]
+		inputs[i] = in.Name
 	}
 	var cases []map[string]any
-	for row, err := range data.Rows(ctx) {
+	for c, err := range synth.Cases(ctx, own, h, inputs, func(t time.Time) bool { return t.Format("2006-01") == month }) {
 		if err != nil {
 			return 0, err
 		}
-		if row[at].Null || row[at].Time(data.Columns[at].Type).Format("2006-01") != month {
-			continue
-		}
-		vals := make([]models.Value, len(pick))
-		for i, j := range pick {
-			vals[i] = row[j]
-		}
-		req := models.JSONFields(fields, vals)
-		req[info.IDField] = row[id].Format(data.Columns[id].Type)
-		cases = append(cases, req)
+		c.Inputs[info.IDField] = c.ID
+		cases = append(cases, c.Inputs)
 	}
 	// An even sample of the month.
 	if step := len(cases) / max(d.o.Sample, 1); d.o.Sample > 0 && step > 1 {
@@ -117,20 +94,10 @@ func (d *Demo) ask(ctx context.Context, own *store.Store, h *contract.Hospital, 
 		}
 		cases = sample
 	}
-	sent := len(cases)
-	for len(cases) > 0 {
-		n := min(len(cases), info.MaxBatch)
-		body, err := json.Marshal(map[string]any{"instances": cases[:n]})
-		if err != nil {
-			return 0, err
-		}
-		var answer serving.PredictResponse
-		if err := postJSON(ctx, base+"/v1/predict", body, &answer); err != nil {
-			return 0, err
-		}
-		cases = cases[n:]
+	if err := client.Predict(ctx, cases, info.MaxBatch); err != nil {
+		return 0, err
 	}
-	return sent, nil
+	return len(cases), nil
 }
 
 // dropPredictions writes what a hospital's agent logged since the last drop
@@ -141,23 +108,10 @@ func (d *Demo) dropPredictions(h *contract.Hospital, month string) (int, error) 
 	if len(lines) == 0 {
 		return 0, nil
 	}
-	name := "predictions_" + month + ".jsonl" + decrypt.Suffix(h.Inbound.Encryption)
-	file := filepath.Join(d.dropbox, filepath.FromSlash(h.Inbound.Folder), name)
-	f, err := os.Create(file)
-	if err != nil {
+	if err := synth.DropLog(d.dropbox, h, "predictions_"+month+".jsonl", lines, d.keys); err != nil {
 		return 0, err
 	}
-	w, err := d.keys.Seal(f, h.Inbound.Encryption)
-	if err == nil {
-		_, err = w.Write(lines)
-		if cerr := w.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return bytes.Count(lines, []byte("\n")), err
+	return bytes.Count(lines, []byte("\n")), nil
 }
 
 // lineBuffer collects an agent's prediction log (whole lines).
@@ -179,37 +133,4 @@ func (b *lineBuffer) take() []byte {
 	out := bytes.Clone(b.buf.Bytes())
 	b.buf.Reset()
 	return out
-}
-
-func getJSON(ctx context.Context, url string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	return doJSON(req, v)
-}
-
-func postJSON(ctx context.Context, url string, body []byte, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	return doJSON(req, v)
-}
-
-func doJSON(req *http.Request, v any) error {
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("%s %s: reading the answer: %w", req.Method, req.URL, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s %s: %s: %s", req.Method, req.URL, resp.Status, bytes.TrimSpace(b))
-	}
-	return json.Unmarshal(b, v)
 }

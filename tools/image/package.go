@@ -58,30 +58,3 @@ func Package(ctx context.Context, t *Trained, repo name.Repository, p *Publisher
 	}
 	return p.Publish(ctx, repo, img, t.Report)
 }
-
-// Line is one hospital's line of ward package --output json (images.json),
-// which ward deploy --images reads back: the image by digest, or why there
-// is none.
-type Line struct {
-	Hospital  string            `json:"hospital"`
-	Version   string            `json:"version,omitempty"`
-	Image     string            `json:"image,omitempty"`
-	Tag       string            `json:"tag,omitempty"`
-	Platforms map[string]string `json:"platforms,omitempty"`
-	Attached  []string          `json:"attached,omitempty"`
-	Error     string            `json:"error,omitempty"`
-	// Skipped says why a model was not packaged (a failed gate).
-	Skipped string `json:"skipped,omitempty"`
-}
-
-// Line is what images.json holds of a published image.
-func (r *Published) Line() Line {
-	out := Line{Hospital: r.Hospital, Version: r.Version, Image: r.Ref.String(), Tag: r.Tag.String(), Platforms: map[string]string{}}
-	for p, d := range r.Platforms {
-		out.Platforms[p] = d.String()
-	}
-	for _, a := range r.Attached {
-		out.Attached = append(out.Attached, a.ArtifactType+" "+a.Digest.String())
-	}
-	return out
-}

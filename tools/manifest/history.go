@@ -1,6 +1,7 @@
 package manifest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -227,4 +228,21 @@ func treeReader(tree *object.Tree) func(string) ([]byte, error) {
 		defer r.Close()
 		return io.ReadAll(r)
 	}
+}
+
+// Versions lists the model versions a hospital has had deployed, by its
+// history (History), newest first: the versions ward knows, against which
+// ingest counts the predictions of a version never deployed.
+func (r *Repo) Versions(ctx context.Context, hospital string) ([]string, error) {
+	tl, err := r.History(ctx, hospital)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, ev := range tl.Events {
+		if ev.Release != nil && !slices.Contains(out, ev.Release.Version) {
+			out = append(out, ev.Release.Version)
+		}
+	}
+	return out, nil
 }

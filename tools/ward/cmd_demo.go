@@ -12,14 +12,16 @@ import (
 	"github.com/wardml/ward/tools/demo"
 )
 
+// demoCmd is one command line of ward demo: its flags.
+type demoCmd struct {
+	dir                  string
+	keep                 bool
+	hospitals, months, n int
+	bad                  string
+	servers              stringList
+}
+
 func init() {
-	var (
-		dir                  string
-		keep                 bool
-		hospitals, months, n int
-		bad                  string
-		servers              stringList
-	)
 	register(&Command{
 		Name:    "demo",
 		Summary: "Run the whole loop on embedded defaults: synth, ingest, train, package, deploy, serve, feedback, rollback",
@@ -42,53 +44,55 @@ or takes a prebuilt one with --server. --keep leaves the agents, registry and
 SFTP server running until Ctrl-C, and prints how to query each endpoint.`,
 		Example: "CGO_ENABLED=0 go run -trimpath ./tools/ward demo\nward demo --keep --dir /tmp/ward-demo",
 		Output:  true,
-		Flags: func(fs *flag.FlagSet) {
-			servers = nil
-			fs.StringVar(&dir, "dir", ".ward/demo", "the demo's `DIR` (emptied first; it must be empty or an earlier demo's)")
-			fs.BoolVar(&keep, "keep", false, "leave everything running until Ctrl-C")
-			fs.IntVar(&hospitals, "hospitals", 5, "hospitals in the synthetic group (here it is not the contracts folder)")
-			fs.IntVar(&months, "months", 24, "months of extracts")
-			fs.IntVar(&n, "sample", 0, "the most cases each hospital asks predictions for, each month (0: all)")
-			fs.StringVar(&bad, "bad", "", "the hospital that gets the bad model (default lakeshore)")
-			fs.Var(&servers, "server", "prebuilt model server, PLATFORM=FILE (default: build serving/cmd/ward-serve)")
-		},
-		Run: func(ctx context.Context, app *App, _ []string) error {
-			prebuilt := map[string]string{}
-			for _, s := range servers {
-				p, file, ok := strings.Cut(s, "=")
-				if !ok {
-					return exit.With(exit.Config, fmt.Errorf("--server %q: want PLATFORM=FILE, e.g. linux/amd64=bin/ward-serve", s))
-				}
-				prebuilt[p] = file
-			}
-			story := app.Stdout
-			if app.JSON() {
-				story = app.Stderr
-			}
-			d, sum, err := demo.Run(ctx, demo.Options{
-				Dir: dir, Hospitals: hospitals, Months: months, Sample: n, Bad: bad, Servers: prebuilt,
-				Out: story, Log: logging.New(app.Stderr, logging.Options{Format: app.Config.Get("log_format"), Level: "error"}),
-			})
-			if err != nil {
-				return err
-			}
-			defer d.Close()
-			if err := app.Print(sum, func(w io.Writer) { sum.WriteSummary(w) }); err != nil {
-				return err
-			}
-			if !keep {
-				return nil
-			}
-			fmt.Fprintf(app.Stderr, "\nEverything keeps running; Ctrl-C stops it. Try:\n")
-			for _, l := range sum.Hospitals {
-				fmt.Fprintf(app.Stderr, "  curl -s %s/v1/model | head -c 300; echo    # %s\n", l.Endpoint, l.Hospital)
-			}
-			if len(sum.Hospitals) > 0 {
-				fmt.Fprintf(app.Stderr, "  curl -s %s/agent/status\n  curl -s %s/metrics | grep ward_serve\n", sum.Hospitals[0].Endpoint, sum.Hospitals[0].Endpoint)
-			}
-			<-ctx.Done()
-			fmt.Fprintln(app.Stderr, "stopping")
-			return nil
-		},
+		New:     func() Runner { return &demoCmd{} },
 	})
+}
+
+func (cmd *demoCmd) Flags(fs *flag.FlagSet) {
+	fs.StringVar(&cmd.dir, "dir", ".ward/demo", "the demo's `DIR` (emptied first; it must be empty or an earlier demo's)")
+	fs.BoolVar(&cmd.keep, "keep", false, "leave everything running until Ctrl-C")
+	fs.IntVar(&cmd.hospitals, "hospitals", 5, "hospitals in the synthetic group (here it is not the contracts folder)")
+	fs.IntVar(&cmd.months, "months", 24, "months of extracts")
+	fs.IntVar(&cmd.n, "sample", 0, "the most cases each hospital asks predictions for, each month (0: all)")
+	fs.StringVar(&cmd.bad, "bad", "", "the hospital that gets the bad model (default lakeshore)")
+	fs.Var(&cmd.servers, "server", "prebuilt model server, PLATFORM=FILE (default: build serving/cmd/ward-serve)")
+}
+
+func (cmd *demoCmd) Run(ctx context.Context, app *App, _ []string) error {
+	prebuilt := map[string]string{}
+	for _, s := range cmd.servers {
+		p, file, ok := strings.Cut(s, "=")
+		if !ok {
+			return exit.With(exit.Config, fmt.Errorf("--server %q: want PLATFORM=FILE, e.g. linux/amd64=bin/ward-serve", s))
+		}
+		prebuilt[p] = file
+	}
+	story := app.Stdout
+	if app.JSON() {
+		story = app.Stderr
+	}
+	d, sum, err := demo.Run(ctx, demo.Options{
+		Dir: cmd.dir, Hospitals: cmd.hospitals, Months: cmd.months, Sample: cmd.n, Bad: cmd.bad, Servers: prebuilt,
+		Out: story, Log: logging.New(app.Stderr, logging.Options{Format: app.Config.Get("log_format"), Level: "error"}),
+	})
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := app.Print(sum, func(w io.Writer) { sum.WriteSummary(w) }); err != nil {
+		return err
+	}
+	if !cmd.keep {
+		return nil
+	}
+	fmt.Fprintf(app.Stderr, "\nEverything keeps running; Ctrl-C stops it. Try:\n")
+	for _, l := range sum.Hospitals {
+		fmt.Fprintf(app.Stderr, "  curl -s %s/v1/model | head -c 300; echo    # %s\n", l.Endpoint, l.Hospital)
+	}
+	if len(sum.Hospitals) > 0 {
+		fmt.Fprintf(app.Stderr, "  curl -s %s/agent/status\n  curl -s %s/metrics | grep ward_serve\n", sum.Hospitals[0].Endpoint, sum.Hospitals[0].Endpoint)
+	}
+	<-ctx.Done()
+	fmt.Fprintln(app.Stderr, "stopping")
+	return nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -62,12 +61,14 @@ func deployVerifier(app *App) (manifest.Verifier, error) {
 	}, nil
 }
 
+// deployCmd is one command line of ward deploy: its flags.
+type deployCmd struct {
+	f            manifestFlags
+	images       string
+	skipRejected bool
+}
+
 func init() {
-	var (
-		f            manifestFlags
-		images       string
-		skipRejected bool
-	)
 	register(&Command{
 		Name:    "deploy",
 		Summary: "Deploy a signed image to a hospital: one commit in the manifest repo",
@@ -108,58 +109,61 @@ tag, no verification key, an unreachable or uninitialized manifest repo.`,
 		Example: `ward deploy --hospital st-olaf --image registry.example/ward/st-olaf@sha256:4b1d...
 ward package --all --models models --output json > images.json && ward deploy --images images.json --skip-rejected`,
 		Output: true,
-		Flags: func(fs *flag.FlagSet) {
-			f.bind(fs, true)
-			fs.StringVar(&f.image, "image", "", "the image, REPOSITORY@sha256:DIGEST as ward package prints it")
-			fs.BoolVar(&f.force, "force", false, "deploy a digest that was rolled back")
-			fs.StringVar(&f.expect, "expect-digest", "", "commit only if the hospital's release holds `DIGEST` (\"none\": no release); default: the one live when the deploy starts")
-			fs.BoolVar(&f.allowDowngrade, "allow-downgrade", false, "deploy a model older than the live one (a signed Ward-Allow-Downgrade trailer)")
-			fs.StringVar(&images, "images", "", "deploy every image of `FILE`, the output of ward package --output json")
-			fs.BoolVar(&skipRejected, "skip-rejected", false, "report and skip a digest that was rolled back, instead of failing")
-		},
-		Run: func(ctx context.Context, app *App, _ []string) error {
-			if images != "" {
-				return deployImages(ctx, app, &f, images, skipRejected)
-			}
-			if f.hospital == "" || f.image == "" {
-				return exit.With(exit.Config, errors.New("want --hospital ID and --image REPOSITORY@sha256:DIGEST, or --images FILE"))
-			}
-			// A reference by tag is refused before anything else.
-			if _, err := manifest.ParseImageRef(f.image); err != nil {
-				return manifestError(err)
-			}
-			verify, err := deployVerifier(app)
-			if err != nil {
-				return exit.With(exit.Config, err)
-			}
-			r, err := openManifest(app, &f, manifest.WithVerifier(verify))
-			if err != nil {
-				return err
-			}
-			res, err := r.Deploy(ctx, manifest.Deployment{Hospital: f.hospital, Image: f.image, Force: f.force, DryRun: f.dryRun,
-				ExpectDigest: f.expect, AllowDowngrade: f.allowDowngrade})
-			if skipRejected && errors.Is(err, manifest.ErrRejected) {
-				app.Log.Warn("deploy skipped: the digest was rolled back", "hospital", f.hospital, "image", f.image, "error", err)
-				fmt.Fprintf(app.Stdout, "deploy %s: skipped: %v\n", f.hospital, err)
-				return nil
-			}
-			if err != nil {
-				return manifestError(err)
-			}
-			return printResult(app, r, res)
-		},
+		New:    func() Runner { return &deployCmd{} },
 	})
 }
 
-// deployImages deploys every image that ward package wrote to file, one
-// commit each; a hospital that fails does not stop the others.
+func (cmd *deployCmd) Flags(fs *flag.FlagSet) {
+	cmd.f.bind(fs, true)
+	fs.StringVar(&cmd.f.image, "image", "", "the image, REPOSITORY@sha256:DIGEST as ward package prints it")
+	fs.BoolVar(&cmd.f.force, "force", false, "deploy a digest that was rolled back")
+	fs.StringVar(&cmd.f.expect, "expect-digest", "", "commit only if the hospital's release holds `DIGEST` (\"none\": no release); default: the one live when the deploy starts")
+	fs.BoolVar(&cmd.f.allowDowngrade, "allow-downgrade", false, "deploy a model older than the live one (a signed Ward-Allow-Downgrade trailer)")
+	fs.StringVar(&cmd.images, "images", "", "deploy every image of `FILE`, the output of ward package --output json")
+	fs.BoolVar(&cmd.skipRejected, "skip-rejected", false, "report and skip a digest that was rolled back, instead of failing")
+}
+
+func (cmd *deployCmd) Run(ctx context.Context, app *App, _ []string) error {
+	if cmd.images != "" {
+		return deployImages(ctx, app, &cmd.f, cmd.images, cmd.skipRejected)
+	}
+	if cmd.f.hospital == "" || cmd.f.image == "" {
+		return exit.With(exit.Config, errors.New("want --hospital ID and --image REPOSITORY@sha256:DIGEST, or --images FILE"))
+	}
+	// A reference by tag is refused before anything else.
+	if _, err := manifest.ParseImageRef(cmd.f.image); err != nil {
+		return manifestError(err)
+	}
+	verify, err := deployVerifier(app)
+	if err != nil {
+		return exit.With(exit.Config, err)
+	}
+	r, err := openManifest(app, &cmd.f, manifest.WithVerifier(verify))
+	if err != nil {
+		return err
+	}
+	res, err := r.Deploy(ctx, manifest.Deployment{Hospital: cmd.f.hospital, Image: cmd.f.image, Force: cmd.f.force, DryRun: cmd.f.dryRun,
+		ExpectDigest: cmd.f.expect, AllowDowngrade: cmd.f.allowDowngrade})
+	if cmd.skipRejected && errors.Is(err, manifest.ErrRejected) {
+		app.Log.Warn("deploy skipped: the digest was rolled back", "hospital", cmd.f.hospital, "image", cmd.f.image, "error", err)
+		fmt.Fprintf(app.Stdout, "deploy %s: skipped: %v\n", cmd.f.hospital, err)
+		return nil
+	}
+	if err != nil {
+		return manifestError(err)
+	}
+	return printResult(app, r, res)
+}
+
+// deployImages deploys every image that ward package wrote to file
+// (image.DeployAll), and prints what it did.
 func deployImages(ctx context.Context, app *App, f *manifestFlags, file string, skipRejected bool) error {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return exit.With(exit.Config, fmt.Errorf("--images: %w", err))
 	}
-	var packaged []image.Line
-	if err := json.Unmarshal(b, &packaged); err != nil {
+	packaged, err := image.ParseLines(b)
+	if err != nil {
 		return exit.With(exit.Config, fmt.Errorf("--images %s: not the output of ward package --output json: %v", file, err))
 	}
 	if f.expect != "" {
@@ -173,41 +177,8 @@ func deployImages(ctx context.Context, app *App, f *manifestFlags, file string, 
 	if err != nil {
 		return err
 	}
-	type outcome struct {
-		Hospital string           `json:"hospital"`
-		Image    string           `json:"image,omitempty"`
-		Outcome  string           `json:"outcome"` // deployed, unchanged, skipped, failed
-		Result   *manifest.Result `json:"result,omitempty"`
-		Error    string           `json:"error,omitempty"`
-	}
-	var out []outcome
-	failed := 0
-	for _, p := range packaged {
-		if f.hospital != "" && p.Hospital != f.hospital {
-			continue
-		}
-		o := outcome{Hospital: p.Hospital, Image: p.Image}
-		switch {
-		case p.Error != "" || p.Image == "":
-			o.Outcome, o.Error = "skipped", "not packaged: "+p.Error
-		default:
-			res, err := r.Deploy(ctx, manifest.Deployment{Hospital: p.Hospital, Image: p.Image, Force: f.force, DryRun: f.dryRun, AllowDowngrade: f.allowDowngrade})
-			switch {
-			case skipRejected && errors.Is(err, manifest.ErrRejected):
-				o.Outcome, o.Error = "skipped", err.Error()
-				app.Log.Warn("deploy skipped: the digest was rolled back", "hospital", p.Hospital, "image", p.Image, "error", err)
-			case err != nil:
-				o.Outcome, o.Error = "failed", err.Error()
-				failed++
-				app.Log.Error("deploy failed", "hospital", p.Hospital, "image", p.Image, "error", err)
-			case res.Status == manifest.StatusUnchanged:
-				o.Outcome, o.Result = "unchanged", res
-			default:
-				o.Outcome, o.Result = "deployed", res
-			}
-		}
-		out = append(out, o)
-	}
+	out, derr := image.DeployAll(ctx, r, packaged, image.Batch{Hospital: f.hospital, Force: f.force, DryRun: f.dryRun,
+		AllowDowngrade: f.allowDowngrade, SkipRejected: skipRejected, Log: app.Log})
 	if err := app.Print(out, func(w io.Writer) {
 		for _, o := range out {
 			switch {
@@ -222,8 +193,8 @@ func deployImages(ctx context.Context, app *App, f *manifestFlags, file string, 
 	}); err != nil {
 		return err
 	}
-	if failed > 0 {
-		return exit.With(exit.Failure, fmt.Errorf("%d of %d images failed to deploy", failed, len(out)))
+	if errors.Is(derr, image.ErrDeployFailed) {
+		return exit.With(exit.Failure, derr)
 	}
-	return nil
+	return derr
 }

@@ -26,16 +26,18 @@ import (
 	"github.com/wardml/ward/tools/registry"
 )
 
+// feedbackCmd is one command line of ward feedback: its flags.
+type feedbackCmd struct {
+	ids              stringList
+	all              bool
+	modelsDir, out   string
+	fromFlag, toFlag string
+	apply            bool
+	maxRollbacks     int
+	author           string
+}
+
 func init() {
-	var (
-		ids              stringList
-		all              bool
-		modelsDir, out   string
-		fromFlag, toFlag string
-		apply            bool
-		maxRollbacks     int
-		author           string
-	)
 	register(&Command{
 		Name:    "feedback",
 		Summary: "Join served predictions with real outcomes: live error, degradation and drift per model",
@@ -94,130 +96,132 @@ mark failed; 2 bad flags, contracts, models, database or manifest repo.`,
 WARD_MANIFEST_REPO=ssh://git@git.example/ml/manifest.git ward feedback --all --out out/feedback --apply --max-rollbacks 2
 ward feedback --hospital st-olaf --models .ward/models --from 2025-07 --output json`,
 		Output: true,
-		Flags: func(fs *flag.FlagSet) {
-			ids = nil
-			fs.Var(&ids, "hospital", "hospital `ID` to assess (repeatable)")
-			fs.BoolVar(&all, "all", false, "assess every hospital")
-			fs.StringVar(&modelsDir, "models", "", "folder of the model artifacts, as ward train --out writes it (`DIR`/<id>/model.json)")
-			fs.StringVar(&out, "out", "", "write the reports and feedback.json to `DIR`")
-			fs.StringVar(&fromFlag, "from", "", "first month of predictions served, `YYYY-MM`")
-			fs.StringVar(&toFlag, "to", "", "last month of predictions served, `YYYY-MM`")
-			fs.BoolVar(&apply, "apply", false, "carry out the contracts' feedback policies: revert commits, retrain marks (needs WARD_MANIFEST_REPO)")
-			fs.IntVar(&maxRollbacks, "max-rollbacks", -1, "the most hospitals rolled back in one run; more degraded at once is an incident (`N`; default the max_rollbacks setting, WARD_MAX_ROLLBACKS, 1)")
-			fs.StringVar(&author, "author", "", "author of the revert commits, `\"Name <email>\"` (default GIT_AUTHOR_NAME/EMAIL, else ward)")
-		},
-		Run: func(ctx context.Context, app *App, _ []string) error {
-			if modelsDir == "" && app.Config.ManifestRepo() == "" {
-				return exit.With(exit.Config, errors.New("--models: missing (the folder of the model artifacts, as ward train --out writes it; or set WARD_MANIFEST_REPO to read them from the images deployed)"))
-			}
-			if apply && app.Config.ManifestRepo() == "" {
-				return exit.With(exit.Config, errors.New("--apply: no manifest repo: set WARD_MANIFEST_REPO, where the rollbacks go"))
-			}
-			if maxRollbacks < 0 {
-				v := cmp.Or(app.Config.Get("max_rollbacks"), "1")
-				n, err := strconv.Atoi(v)
-				if err != nil || n < 0 {
-					return exit.With(exit.Config, fmt.Errorf("max_rollbacks %q (WARD_MAX_ROLLBACKS or ward.yaml): want a whole number, 0 or more", v))
-				}
-				maxRollbacks = n
-			}
-			if all && len(ids) > 0 {
-				return exit.With(exit.Config, errors.New("give --hospital ID or --all, not both"))
-			}
-			from, to, err := window(fromFlag, toFlag)
-			if err != nil {
-				return exit.With(exit.Config, err)
-			}
-			selected, err := contract.Select(app.Config.Hospitals(), ids, all)
-			if err != nil {
-				return exit.With(exit.Config, err)
-			}
-			var arts []*models.Artifact
-			if modelsDir != "" {
-				if arts, err = feedback.ReadModels(modelsDir); err != nil {
-					return exit.With(exit.Config, fmt.Errorf("--models: %w", err))
-				}
-			}
-			// With the manifest repo, the policy knows what each hospital
-			// runs, and every release's model comes from its image.
-			var (
-				repo *manifest.Repo
-				tls  map[string]*manifest.Timeline
-			)
-			if app.Config.ManifestRepo() != "" {
-				if repo, err = openManifest(app, &manifestFlags{branch: "main", author: author}); err != nil {
-					return err
-				}
-				names := make([]string, len(selected))
-				for i, h := range selected {
-					names[i] = h.ID
-				}
-				if tls, err = heal.Histories(ctx, repo, names); err != nil {
-					return manifestError(err)
-				}
-				read, err := imageModels(app)
-				if err != nil {
-					return err
-				}
-				deployed, err := heal.Models(ctx, tls, read)
-				if err != nil {
-					return err
-				}
-				// A folder's artifact of the same version wins: it is the same model.
-				arts = append(deployed, arts...)
-			}
-			st, err := store.Open(ctx, app.Config.Database())
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-
-			r, err := feedback.Run(ctx, st, selected, feedback.WithModels(arts...), feedback.WithWindow(from, to))
-			if err != nil {
-				return err
-			}
-			var plan *feedback.Plan
-			var aerr error
-			if repo != nil {
-				plan = feedback.Decide(r, selected, heal.Lives(tls), maxRollbacks)
-				if apply {
-					aerr = heal.Apply(ctx, plan, repo, st, time.Now())
-				}
-			}
-			logFeedback(app, r, plan, apply)
-			var werr error
-			if out != "" {
-				werr = report.Write(out, r)
-				if plan != nil && werr == nil {
-					werr = report.WritePlan(out, plan)
-				}
-			}
-			res := feedbackResult{Report: r, Plan: plan, Applied: apply}
-			if err := app.Print(res, func(w io.Writer) {
-				report.WriteTable(w, r)
-				if plan != nil {
-					report.WritePlanTable(w, plan, apply)
-				}
-			}); err != nil {
-				return err
-			}
-			if failed := r.Failed(); len(failed) > 0 || werr != nil || aerr != nil {
-				var errs []error
-				for _, h := range failed {
-					errs = append(errs, errors.New(h.Error))
-				}
-				return exit.With(exit.Failure, errors.Join(append(errs, werr, aerr)...))
-			}
-			if flagged := unhealthy(r, selected); len(flagged) > 0 {
-				names := make([]string, len(flagged))
-				for i, h := range flagged {
-					names[i] = h.Hospital + " (" + h.Verdict + ")"
-				}
-				return exit.With(exit.Unhealthy, fmt.Errorf("%d of %d hospitals unhealthy: %s", len(flagged), len(r.Hospitals), strings.Join(names, ", ")))
-			}
-			return nil
-		},
+		New:    func() Runner { return &feedbackCmd{} },
 	})
+}
+
+func (cmd *feedbackCmd) Flags(fs *flag.FlagSet) {
+	fs.Var(&cmd.ids, "hospital", "hospital `ID` to assess (repeatable)")
+	fs.BoolVar(&cmd.all, "all", false, "assess every hospital")
+	fs.StringVar(&cmd.modelsDir, "models", "", "folder of the model artifacts, as ward train --out writes it (`DIR`/<id>/model.json)")
+	fs.StringVar(&cmd.out, "out", "", "write the reports and feedback.json to `DIR`")
+	fs.StringVar(&cmd.fromFlag, "from", "", "first month of predictions served, `YYYY-MM`")
+	fs.StringVar(&cmd.toFlag, "to", "", "last month of predictions served, `YYYY-MM`")
+	fs.BoolVar(&cmd.apply, "apply", false, "carry out the contracts' feedback policies: revert commits, retrain marks (needs WARD_MANIFEST_REPO)")
+	fs.IntVar(&cmd.maxRollbacks, "max-rollbacks", -1, "the most hospitals rolled back in one run; more degraded at once is an incident (`N`; default the max_rollbacks setting, WARD_MAX_ROLLBACKS, 1)")
+	fs.StringVar(&cmd.author, "author", "", "author of the revert commits, `\"Name <email>\"` (default GIT_AUTHOR_NAME/EMAIL, else ward)")
+}
+
+func (cmd *feedbackCmd) Run(ctx context.Context, app *App, _ []string) error {
+	if cmd.modelsDir == "" && app.Config.ManifestRepo() == "" {
+		return exit.With(exit.Config, errors.New("--models: missing (the folder of the model artifacts, as ward train --out writes it; or set WARD_MANIFEST_REPO to read them from the images deployed)"))
+	}
+	if cmd.apply && app.Config.ManifestRepo() == "" {
+		return exit.With(exit.Config, errors.New("--apply: no manifest repo: set WARD_MANIFEST_REPO, where the rollbacks go"))
+	}
+	if cmd.maxRollbacks < 0 {
+		v := cmp.Or(app.Config.Get("max_rollbacks"), "1")
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return exit.With(exit.Config, fmt.Errorf("max_rollbacks %q (WARD_MAX_ROLLBACKS or ward.yaml): want a whole number, 0 or more", v))
+		}
+		cmd.maxRollbacks = n
+	}
+	if cmd.all && len(cmd.ids) > 0 {
+		return exit.With(exit.Config, errors.New("give --hospital ID or --all, not both"))
+	}
+	from, to, err := window(cmd.fromFlag, cmd.toFlag)
+	if err != nil {
+		return exit.With(exit.Config, err)
+	}
+	selected, err := contract.Select(app.Config.Hospitals(), cmd.ids, cmd.all)
+	if err != nil {
+		return exit.With(exit.Config, err)
+	}
+	var arts []*models.Artifact
+	if cmd.modelsDir != "" {
+		if arts, err = feedback.ReadModels(cmd.modelsDir); err != nil {
+			return exit.With(exit.Config, fmt.Errorf("--models: %w", err))
+		}
+	}
+	// With the manifest repo, the policy knows what each hospital
+	// runs, and every release's model comes from its image.
+	var (
+		repo *manifest.Repo
+		tls  map[string]*manifest.Timeline
+	)
+	if app.Config.ManifestRepo() != "" {
+		if repo, err = openManifest(app, &manifestFlags{branch: "main", author: cmd.author}); err != nil {
+			return err
+		}
+		names := make([]string, len(selected))
+		for i, h := range selected {
+			names[i] = h.ID
+		}
+		if tls, err = heal.Histories(ctx, repo, names); err != nil {
+			return manifestError(err)
+		}
+		read, err := imageModels(app)
+		if err != nil {
+			return err
+		}
+		deployed, err := heal.Models(ctx, tls, read)
+		if err != nil {
+			return err
+		}
+		// A folder's artifact of the same version wins: it is the same model.
+		arts = append(deployed, arts...)
+	}
+	st, err := store.Open(ctx, app.Config.Database())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	r, err := feedback.Run(ctx, st, selected, feedback.WithModels(arts...), feedback.WithWindow(from, to))
+	if err != nil {
+		return err
+	}
+	var plan *feedback.Plan
+	var aerr error
+	if repo != nil {
+		plan = feedback.Decide(r, selected, heal.Lives(tls), cmd.maxRollbacks)
+		if cmd.apply {
+			aerr = heal.Apply(ctx, plan, repo, st, time.Now())
+		}
+	}
+	logFeedback(app, r, plan, cmd.apply)
+	var werr error
+	if cmd.out != "" {
+		werr = report.Write(cmd.out, r)
+		if plan != nil && werr == nil {
+			werr = report.WritePlan(cmd.out, plan)
+		}
+	}
+	res := feedbackResult{Report: r, Plan: plan, Applied: cmd.apply}
+	if err := app.Print(res, func(w io.Writer) {
+		report.WriteTable(w, r)
+		if plan != nil {
+			report.WritePlanTable(w, plan, cmd.apply)
+		}
+	}); err != nil {
+		return err
+	}
+	if failed := r.Failed(); len(failed) > 0 || werr != nil || aerr != nil {
+		var errs []error
+		for _, h := range failed {
+			errs = append(errs, errors.New(h.Error))
+		}
+		return exit.With(exit.Failure, errors.Join(append(errs, werr, aerr)...))
+	}
+	if flagged := unhealthy(r, selected); len(flagged) > 0 {
+		names := make([]string, len(flagged))
+		for i, h := range flagged {
+			names[i] = h.Hospital + " (" + h.Verdict + ")"
+		}
+		return exit.With(exit.Unhealthy, fmt.Errorf("%d of %d hospitals unhealthy: %s", len(flagged), len(r.Hospitals), strings.Join(names, ", ")))
+	}
+	return nil
 }
 
 // feedbackResult is ward feedback's JSON: the report's fields, and the
@@ -305,27 +309,16 @@ func imageModels(app *App) (heal.ModelReader, error) {
 	}
 	warned := false
 	return func(ctx context.Context, ref string) (*models.Artifact, error) {
-		d, err := client.ParseDigest(ref)
-		if err != nil {
-			return nil, exit.With(exit.Config, err)
-		}
-		if pub != nil {
-			if _, err := image.Verify(ctx, d, pub, client.Remote(ctx)...); err != nil {
-				return nil, verifyError(err)
+		if pub == nil && !warned {
+			d, err := client.ParseDigest(ref)
+			if err != nil {
+				return nil, exit.With(exit.Config, err)
 			}
-		} else if !warned {
 			warned = true
 			app.Log.Warn("the deployed models are read without verifying their images: set WARD_VERIFY_KEY", "ward.image", d.String())
 		}
-		data, err := image.ReadModel(ctx, d, client.Remote(ctx)...)
-		if err != nil {
-			return nil, exit.With(exit.Config, err)
-		}
-		a, err := models.Decode(data)
-		if err != nil {
-			return nil, exit.With(exit.Config, fmt.Errorf("%s: %w", d, err))
-		}
-		return a, nil
+		a, err := image.DeployedModel(ctx, client, pub, ref)
+		return a, deployedError(err)
 	}, nil
 }
 

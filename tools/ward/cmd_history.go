@@ -15,8 +15,12 @@ import (
 	"github.com/wardml/ward/tools/manifest"
 )
 
+// historyCmd is one command line of ward history: its flags.
+type historyCmd struct {
+	f manifestFlags
+}
+
 func init() {
-	var f manifestFlags
 	register(&Command{
 		Name:    "history",
 		Summary: "Show a hospital's deploys and rollbacks, from the manifest repo's commits",
@@ -33,25 +37,28 @@ hospital's folder and base/ must be signed by a listed key, and every change
 of the trust file by a key listed before it; else exit 1, naming the commit.`,
 		Example: "ward history --hospital st-olaf --output json",
 		Output:  true,
-		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&f.hospital, "hospital", "", "the hospital's id (its folder under hospitals/)")
-			fs.StringVar(&f.branch, "branch", "main", "branch of the manifest repo")
-		},
-		Run: func(ctx context.Context, app *App, _ []string) error {
-			if f.hospital == "" {
-				return exit.With(exit.Config, errors.New("want --hospital ID"))
-			}
-			r, err := openManifest(app, &f)
-			if err != nil {
-				return err
-			}
-			tl, err := r.History(ctx, f.hospital)
-			if err != nil {
-				return manifestError(err)
-			}
-			return app.Print(tl, func(w io.Writer) { printTimeline(w, tl) })
-		},
+		New:     func() Runner { return &historyCmd{} },
 	})
+}
+
+func (cmd *historyCmd) Flags(fs *flag.FlagSet) {
+	fs.StringVar(&cmd.f.hospital, "hospital", "", "the hospital's id (its folder under hospitals/)")
+	fs.StringVar(&cmd.f.branch, "branch", "main", "branch of the manifest repo")
+}
+
+func (cmd *historyCmd) Run(ctx context.Context, app *App, _ []string) error {
+	if cmd.f.hospital == "" {
+		return exit.With(exit.Config, errors.New("want --hospital ID"))
+	}
+	r, err := openManifest(app, &cmd.f)
+	if err != nil {
+		return err
+	}
+	tl, err := r.History(ctx, cmd.f.hospital)
+	if err != nil {
+		return manifestError(err)
+	}
+	return app.Print(tl, func(w io.Writer) { printTimeline(w, tl) })
 }
 
 func printTimeline(w io.Writer, tl *manifest.Timeline) {

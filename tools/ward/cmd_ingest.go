@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -24,14 +23,16 @@ import (
 	"github.com/wardml/ward/pipelines/store"
 )
 
+// ingestCmd is one command line of ward ingest: its flags.
+type ingestCmd struct {
+	hospitals        stringList
+	all, strict      bool
+	from             string
+	jobs             int
+	settle, lockWait time.Duration
+}
+
 func init() {
-	var (
-		hospitals        stringList
-		all, strict      bool
-		from             string
-		jobs             int
-		settle, lockWait time.Duration
-	)
 	register(&Command{
 		Name:    "ingest",
 		Summary: "Fetch the hospitals' extracts from SFTP, decrypt, validate and load them into the database",
@@ -67,79 +68,81 @@ SFTP server or database that cannot be reached.`,
 ward ingest --hospital st-olaf --hospital riverside --strict
 ward ingest --hospital st-olaf --from /archive/2025 --output json`,
 		Output: true,
-		Flags: func(fs *flag.FlagSet) {
-			hospitals = nil // repeatable: start each command line afresh
-			fs.Var(&hospitals, "hospital", "hospital `ID` (repeatable, or comma-separated)")
-			fs.BoolVar(&all, "all", false, "every hospital of WARD_HOSPITALS")
-			fs.StringVar(&from, "from", "", "read the drop-box layout from a local `DIR` instead of SFTP (backfills)")
-			fs.BoolVar(&strict, "strict", false, "exit 1 when a file is quarantined or refused")
-			fs.IntVar(&jobs, "jobs", 4, "downloads at once")
-			fs.DurationVar(&settle, "settle", 5*time.Second, "time between the two listings that tell a complete file from one still being written")
-			fs.DurationVar(&lockWait, "lock-wait", 30*time.Minute, "how long to wait for a hospital that another ward ingest holds")
-		},
-		Run: func(ctx context.Context, app *App, _ []string) error {
-			cfg := app.Config
-			hs, err := contract.Select(cfg.Hospitals(), hospitals, all)
-			if err != nil {
-				return exit.With(exit.Config, err)
-			}
-			keys, err := decrypt.Load(decrypt.WithPGPKey(cfg.Get("pgp_key"), cfg.Get("pgp_passphrase")), decrypt.WithAgeIdentity(cfg.Get("age_identity")))
-			if err != nil {
-				return exit.With(exit.Config, err)
-			}
-			stage, err := staging.Open(cfg.Staging())
-			if err != nil {
-				return exit.With(exit.Config, err)
-			}
-			src, err := ingestSource(ctx, app, from)
-			if err != nil {
-				return exit.With(exit.Config, err)
-			}
-			if c, ok := src.(io.Closer); ok {
-				defer c.Close()
-			}
-			st, err := store.Open(ctx, cfg.Database())
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-
-			opts := []ingest.Option{ingest.WithJobs(jobs), ingest.WithSettle(settle), ingest.WithLockWait(lockWait), ingest.WithLogger(app.Log)}
-			var bar *ingestBar
-			if logging.IsTerminal(app.Stderr) {
-				// The bars say what the per-file lines would; warnings and
-				// errors still show.
-				bar = &ingestBar{w: app.Stderr}
-				opts = append(opts, ingest.WithProgress(bar),
-					ingest.WithLogger(logging.New(app.Stderr, logging.Options{Format: cfg.Get("log_format"), Level: "warn"})))
-			}
-			if cfg.ManifestRepo() != "" {
-				opts = append(opts, ingest.WithModelVersions(deployedVersions(app)))
-			}
-			sum := ingest.Run(ctx, hs, src, st, stage, keys, opts...)
-			if bar != nil {
-				bar.finish()
-			}
-			total := sum.Total()
-			if err := app.Print(struct {
-				*ingest.Summary
-				Total ingest.HospitalResult `json:"total"`
-			}{sum, total}, func(w io.Writer) { printIngest(w, sum, total) }); err != nil {
-				return err
-			}
-			switch {
-			case ctx.Err() != nil:
-				return exit.With(exit.Failure, fmt.Errorf("interrupted: %w", ctx.Err()))
-			case len(sum.Errors()) > 0:
-				return exit.With(exit.Failure, fmt.Errorf("%d hospital(s) could not be ingested: %s", len(sum.Errors()), strings.Join(sum.Errors(), "; ")))
-			case total.Failed > 0:
-				return exit.With(exit.Failure, fmt.Errorf("%d file(s) failed; the next run tries them again", total.Failed))
-			case strict && total.Quarantined+total.Refused > 0:
-				return exit.With(exit.Failure, fmt.Errorf("--strict: %d file(s) quarantined, %d refused", total.Quarantined, total.Refused))
-			}
-			return nil
-		},
+		New:    func() Runner { return &ingestCmd{} },
 	})
+}
+
+func (cmd *ingestCmd) Flags(fs *flag.FlagSet) {
+	fs.Var(&cmd.hospitals, "hospital", "hospital `ID` (repeatable, or comma-separated)")
+	fs.BoolVar(&cmd.all, "all", false, "every hospital of WARD_HOSPITALS")
+	fs.StringVar(&cmd.from, "from", "", "read the drop-box layout from a local `DIR` instead of SFTP (backfills)")
+	fs.BoolVar(&cmd.strict, "strict", false, "exit 1 when a file is quarantined or refused")
+	fs.IntVar(&cmd.jobs, "jobs", 4, "downloads at once")
+	fs.DurationVar(&cmd.settle, "settle", 5*time.Second, "time between the two listings that tell a complete file from one still being written")
+	fs.DurationVar(&cmd.lockWait, "lock-wait", 30*time.Minute, "how long to wait for a hospital that another ward ingest holds")
+}
+
+func (cmd *ingestCmd) Run(ctx context.Context, app *App, _ []string) error {
+	cfg := app.Config
+	hs, err := contract.Select(cfg.Hospitals(), cmd.hospitals, cmd.all)
+	if err != nil {
+		return exit.With(exit.Config, err)
+	}
+	keys, err := decrypt.Load(decrypt.WithPGPKey(cfg.Get("pgp_key"), cfg.Get("pgp_passphrase")), decrypt.WithAgeIdentity(cfg.Get("age_identity")))
+	if err != nil {
+		return exit.With(exit.Config, err)
+	}
+	stage, err := staging.Open(cfg.Staging())
+	if err != nil {
+		return exit.With(exit.Config, err)
+	}
+	src, err := ingestSource(ctx, app, cmd.from)
+	if err != nil {
+		return exit.With(exit.Config, err)
+	}
+	if c, ok := src.(io.Closer); ok {
+		defer c.Close()
+	}
+	st, err := store.Open(ctx, cfg.Database())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	opts := []ingest.Option{ingest.WithJobs(cmd.jobs), ingest.WithSettle(cmd.settle), ingest.WithLockWait(cmd.lockWait), ingest.WithLogger(app.Log)}
+	var bar *ingestBar
+	if logging.IsTerminal(app.Stderr) {
+		// The bars say what the per-file lines would; warnings and
+		// errors still show.
+		bar = &ingestBar{w: app.Stderr}
+		opts = append(opts, ingest.WithProgress(bar),
+			ingest.WithLogger(logging.New(app.Stderr, logging.Options{Format: cfg.Get("log_format"), Level: "warn"})))
+	}
+	if cfg.ManifestRepo() != "" {
+		opts = append(opts, ingest.WithModelVersions(deployedVersions(app)))
+	}
+	sum := ingest.Run(ctx, hs, src, st, stage, keys, opts...)
+	if bar != nil {
+		bar.finish()
+	}
+	total := sum.Total()
+	if err := app.Print(struct {
+		*ingest.Summary
+		Total ingest.HospitalResult `json:"total"`
+	}{sum, total}, func(w io.Writer) { printIngest(w, sum, total) }); err != nil {
+		return err
+	}
+	switch {
+	case ctx.Err() != nil:
+		return exit.With(exit.Failure, fmt.Errorf("interrupted: %w", ctx.Err()))
+	case len(sum.Errors()) > 0:
+		return exit.With(exit.Failure, fmt.Errorf("%d hospital(s) could not be ingested: %s", len(sum.Errors()), strings.Join(sum.Errors(), "; ")))
+	case total.Failed > 0:
+		return exit.With(exit.Failure, fmt.Errorf("%d file(s) failed; the next run tries them again", total.Failed))
+	case cmd.strict && total.Quarantined+total.Refused > 0:
+		return exit.With(exit.Failure, fmt.Errorf("--strict: %d file(s) quarantined, %d refused", total.Quarantined, total.Refused))
+	}
+	return nil
 }
 
 // ingestSource is the drop box: the local folder of --from, else WARD_SFTP.
@@ -159,24 +162,14 @@ func ingestSource(ctx context.Context, app *App, from string) (fetch.Source, err
 }
 
 // deployedVersions reads the model versions each hospital has had
-// deployed, from the manifest repo's history: the versions ward knows.
+// deployed (manifest's Versions): the versions ward knows.
 func deployedVersions(app *App) func(ctx context.Context, hospital string) ([]string, error) {
 	return func(ctx context.Context, hospital string) ([]string, error) {
 		r, err := openManifest(app, &manifestFlags{branch: "main"})
 		if err != nil {
 			return nil, err
 		}
-		tl, err := r.History(ctx, hospital)
-		if err != nil {
-			return nil, err
-		}
-		var out []string
-		for _, ev := range tl.Events {
-			if ev.Release != nil && !slices.Contains(out, ev.Release.Version) {
-				out = append(out, ev.Release.Version)
-			}
-		}
-		return out, nil
+		return r.Versions(ctx, hospital)
 	}
 }
 

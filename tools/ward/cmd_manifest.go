@@ -13,8 +13,12 @@ import (
 	"github.com/wardml/ward/tools/manifest"
 )
 
+// manifestCmd is one command line of ward manifest: its flags.
+type manifestCmd struct {
+	f manifestFlags
+}
+
 func init() {
-	var f manifestFlags
 	register(&Command{
 		Name:    "manifest",
 		Summary: "Create the manifest repo's layout: manifest init",
@@ -38,31 +42,34 @@ history whose deciding commits are signed by a listed key. The init commit
 must be signed by one of them (WARD_MANIFEST_SIGN_KEY).`,
 		Example: "WARD_MANIFEST_REPO=ssh://git@git.example/group/manifest.git WARD_MANIFEST_SIGN_KEY=keys/ci_ed25519 \\\n  ward manifest init --trust keys/trust.txt",
 		Output:  true,
-		Flags: func(fs *flag.FlagSet) {
-			f.bind(fs, false)
-			fs.StringVar(&f.trust, "trust", "", "write `FILE` as the repo's first trust file (base/trust.txt)")
-		},
-		Run: func(ctx context.Context, app *App, args []string) error {
-			if len(args) != 1 || args[0] != "init" {
-				return exit.With(exit.Config, errors.New("want: ward manifest init"))
-			}
-			r, err := openManifest(app, &f)
-			if err != nil {
-				return err
-			}
-			var trust []byte
-			if f.trust != "" {
-				if trust, err = os.ReadFile(f.trust); err != nil {
-					return exit.With(exit.Config, fmt.Errorf("--trust: %w", err))
-				}
-			}
-			res, err := r.InitTrust(ctx, f.dryRun, trust)
-			if err != nil {
-				return manifestError(err)
-			}
-			return printResult(app, r, res)
-		},
+		New:     func() Runner { return &manifestCmd{} },
 	})
+}
+
+func (cmd *manifestCmd) Flags(fs *flag.FlagSet) {
+	cmd.f.bind(fs, false)
+	fs.StringVar(&cmd.f.trust, "trust", "", "write `FILE` as the repo's first trust file (base/trust.txt)")
+}
+
+func (cmd *manifestCmd) Run(ctx context.Context, app *App, args []string) error {
+	if len(args) != 1 || args[0] != "init" {
+		return exit.With(exit.Config, errors.New("want: ward manifest init"))
+	}
+	r, err := openManifest(app, &cmd.f)
+	if err != nil {
+		return err
+	}
+	var trust []byte
+	if cmd.f.trust != "" {
+		if trust, err = os.ReadFile(cmd.f.trust); err != nil {
+			return exit.With(exit.Config, fmt.Errorf("--trust: %w", err))
+		}
+	}
+	res, err := r.InitTrust(ctx, cmd.f.dryRun, trust)
+	if err != nil {
+		return manifestError(err)
+	}
+	return printResult(app, r, res)
 }
 
 // manifestFlags are the flags of the commands that change the manifest.

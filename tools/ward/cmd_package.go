@@ -24,18 +24,20 @@ import (
 	"github.com/wardml/ward/tools/signing"
 )
 
+// packageCmd is one command line of ward package: its flags.
+type packageCmd struct {
+	hospital             string
+	servers              stringList
+	all, force           bool
+	model, models        string
+	card, report         string
+	serverPkg, platforms string
+	sourceURL, revision  string
+	sigFormat            string
+	base                 string
+}
+
 func init() {
-	var (
-		hospital             string
-		servers              stringList
-		all, force           bool
-		model, models        string
-		card, report         string
-		serverPkg, platforms string
-		sourceURL, revision  string
-		sigFormat            string
-		base                 string
-	)
 	register(&Command{
 		Name:    "package",
 		Summary: "Build, push and sign each hospital's model image",
@@ -67,134 +69,136 @@ ships only the models that passed.`,
 		Example: `ward package --hospital st-olaf --model .ward/models/st-olaf/model.json
 ward package --all --models .ward/models --output json`,
 		Output: true,
-		Flags: func(fs *flag.FlagSet) {
-			servers = nil // the command may run more than once in a process (tests)
-			fs.StringVar(&hospital, "hospital", "", "hospital id, with --model")
-			fs.BoolVar(&all, "all", false, "every hospital that has a model in --models")
-			fs.StringVar(&model, "model", "", "model artifact of the one --hospital")
-			fs.StringVar(&models, "models", "", "folder of <id>/model.json, for --all")
-			fs.StringVar(&card, "card", "", "model card (Markdown); default MODEL_CARD.md beside the model, else one made from it")
-			fs.StringVar(&report, "report", "", "training report folder to attach; default report/ beside the model")
-			fs.StringVar(&base, "base", "", "the server's image to build on, REPOSITORY@sha256:DIGEST (from ward package-server)")
-			fs.Var(&servers, "server", "prebuilt serving binary, PLATFORM=FILE (repeatable)")
-			fs.StringVar(&serverPkg, "server-package", image.DefaultServerPackage, "Go main package of the server to build")
-			fs.StringVar(&platforms, "platform", strings.Join(image.Platforms, ","), "platforms to build the server for")
-			fs.StringVar(&sourceURL, "source", "", "source URL to record (default from GITHUB_SERVER_URL/GITHUB_REPOSITORY)")
-			fs.StringVar(&revision, "revision", "", "source revision to record (default GITHUB_SHA, else git rev-parse HEAD)")
-			fs.BoolVar(&force, "force", false, "package a model whose training gate failed (--all skips such models)")
-			fs.StringVar(&sigFormat, "signature-format", string(image.SignBoth), "cosign signature format: legacy, bundle or both")
-		},
-		Run: func(ctx context.Context, app *App, _ []string) error {
-			var jobs []packageJob
-			switch {
-			case all && models != "" && model == "" && hospital == "":
-				hs, err := contract.Select(app.Config.Hospitals(), nil, true)
-				if err != nil {
-					return exit.With(exit.Config, err)
-				}
-				for _, h := range hs {
-					f := filepath.Join(models, h.ID, "model.json")
-					if _, err := os.Stat(f); err != nil {
-						app.Log.Warn("no model to package", "hospital", h.ID, "file.path", f)
-						continue
-					}
-					jobs = append(jobs, packageJob{hospital: h, model: f, force: force})
-				}
-				if len(jobs) == 0 {
-					return exit.With(exit.Config, fmt.Errorf("--models %s: no <id>/model.json for any hospital of %s", models, app.Config.Hospitals()))
-				}
-			case hospital != "" && model != "" && !all && models == "":
-				hs, err := contract.Select(app.Config.Hospitals(), []string{hospital}, false)
-				if err != nil {
-					return exit.With(exit.Config, err)
-				}
-				jobs = []packageJob{{hospital: hs[0], model: model, card: card, report: report, force: force}}
-			default:
-				return exit.With(exit.Config, errors.New("give --hospital ID --model FILE, or --all --models DIR"))
-			}
-
-			format, err := image.ParseSignatureFormat(sigFormat)
-			if err != nil {
-				return exit.With(exit.Config, fmt.Errorf("--signature-format: %w", err))
-			}
-			client, err := registry.FromConfig(app.Config)
-			if err != nil {
-				return exit.With(exit.Config, err)
-			}
-			key, err := signingKey(app)
-			if err != nil {
-				return exit.With(exit.Config, err)
-			}
-			for _, j := range jobs {
-				if _, err := client.Repository(app.Config.Registry(), j.hospital.Image.Repository); err != nil {
-					return exit.With(exit.Config, err)
-				}
-			}
-			opts := []image.BuildOption{image.Created(sourceTime(ctx, app.Log))}
-			if s := sourceOf(sourceURL); s != "" {
-				opts = append(opts, image.Source(s))
-			}
-			if r := revisionOf(ctx, revision); r != "" {
-				opts = append(opts, image.Revision(r))
-			}
-			pubOpts := []image.PublishOption{image.WithRegistry(client), image.WithSigner(key), image.WithSignatureFormat(format), image.WithBuild(opts...)}
-			if base != "" {
-				if len(servers) > 0 {
-					return exit.With(exit.Config, errors.New("give --base or --server, not both"))
-				}
-				b, err := baseImage(ctx, app, client, key, base)
-				if err != nil {
-					return err
-				}
-				app.Log.Info("building on the server's image", "image", base, "version", b.Version)
-				pubOpts = append(pubOpts, image.WithBase(b))
-			} else {
-				srv, err := serverBinaries(ctx, app, servers, serverPkg, platforms)
-				if err != nil {
-					return exit.With(exit.Config, err)
-				}
-				pubOpts = append(pubOpts, image.WithServer(srv))
-			}
-			if logging.IsTerminal(app.Stderr) && !app.JSON() {
-				pubOpts = append(pubOpts, image.WithProgress(app.Stderr))
-			}
-			pub := image.NewPublisher(pubOpts...)
-
-			var results []image.Line
-			failed := 0
-			start := time.Now()
-			for _, j := range jobs {
-				r, err := j.run(ctx, app, client, pub)
-				if errors.Is(err, image.ErrGateFailed) && all {
-					// A scheduled run ships the models that passed; the
-					// others wait for a person (or --force).
-					app.Log.Warn("package skipped", "hospital", j.hospital.ID, "error", err.Error(), "event.outcome", "unknown")
-					results = append(results, image.Line{Hospital: j.hospital.ID, Skipped: err.Error()})
-					continue
-				}
-				if err != nil {
-					failed++
-					app.Log.Error("package failed", "hospital", j.hospital.ID, "error", err.Error(), "event.outcome", "failure")
-					results = append(results, image.Line{Hospital: j.hospital.ID, Error: err.Error()})
-					continue
-				}
-				app.Log.Info("packaged", "hospital", r.Hospital, "version", r.Version, "image", r.Image, "event.outcome", "success")
-				results = append(results, r)
-			}
-			app.Log.Info("package done", "images", len(jobs)-failed, "failed", failed, "event.duration", time.Since(start).Nanoseconds())
-			perr := app.Print(results, func(w io.Writer) {
-				for _, r := range results {
-					if r.Image != "" {
-						fmt.Fprintln(w, r.Image)
-					}
-				}
-			})
-			if failed > 0 {
-				return fmt.Errorf("%d of %d hospitals failed to package (the others were pushed)", failed, len(jobs))
-			}
-			return perr
-		},
+		New:    func() Runner { return &packageCmd{} },
 	})
+}
+
+func (cmd *packageCmd) Flags(fs *flag.FlagSet) {
+	fs.StringVar(&cmd.hospital, "hospital", "", "hospital id, with --model")
+	fs.BoolVar(&cmd.all, "all", false, "every hospital that has a model in --models")
+	fs.StringVar(&cmd.model, "model", "", "model artifact of the one --hospital")
+	fs.StringVar(&cmd.models, "models", "", "folder of <id>/model.json, for --all")
+	fs.StringVar(&cmd.card, "card", "", "model card (Markdown); default MODEL_CARD.md beside the model, else one made from it")
+	fs.StringVar(&cmd.report, "report", "", "training report folder to attach; default report/ beside the model")
+	fs.StringVar(&cmd.base, "base", "", "the server's image to build on, REPOSITORY@sha256:DIGEST (from ward package-server)")
+	fs.Var(&cmd.servers, "server", "prebuilt serving binary, PLATFORM=FILE (repeatable)")
+	fs.StringVar(&cmd.serverPkg, "server-package", image.DefaultServerPackage, "Go main package of the server to build")
+	fs.StringVar(&cmd.platforms, "platform", strings.Join(image.Platforms, ","), "platforms to build the server for")
+	fs.StringVar(&cmd.sourceURL, "source", "", "source URL to record (default from GITHUB_SERVER_URL/GITHUB_REPOSITORY)")
+	fs.StringVar(&cmd.revision, "revision", "", "source revision to record (default GITHUB_SHA, else git rev-parse HEAD)")
+	fs.BoolVar(&cmd.force, "force", false, "package a model whose training gate failed (--all skips such models)")
+	fs.StringVar(&cmd.sigFormat, "signature-format", string(image.SignBoth), "cosign signature format: legacy, bundle or both")
+}
+
+func (cmd *packageCmd) Run(ctx context.Context, app *App, _ []string) error {
+	var jobs []packageJob
+	switch {
+	case cmd.all && cmd.models != "" && cmd.model == "" && cmd.hospital == "":
+		hs, err := contract.Select(app.Config.Hospitals(), nil, true)
+		if err != nil {
+			return exit.With(exit.Config, err)
+		}
+		for _, h := range hs {
+			f := filepath.Join(cmd.models, h.ID, "model.json")
+			if _, err := os.Stat(f); err != nil {
+				app.Log.Warn("no model to package", "hospital", h.ID, "file.path", f)
+				continue
+			}
+			jobs = append(jobs, packageJob{hospital: h, model: f, force: cmd.force})
+		}
+		if len(jobs) == 0 {
+			return exit.With(exit.Config, fmt.Errorf("--models %s: no <id>/model.json for any hospital of %s", cmd.models, app.Config.Hospitals()))
+		}
+	case cmd.hospital != "" && cmd.model != "" && !cmd.all && cmd.models == "":
+		hs, err := contract.Select(app.Config.Hospitals(), []string{cmd.hospital}, false)
+		if err != nil {
+			return exit.With(exit.Config, err)
+		}
+		jobs = []packageJob{{hospital: hs[0], model: cmd.model, card: cmd.card, report: cmd.report, force: cmd.force}}
+	default:
+		return exit.With(exit.Config, errors.New("give --hospital ID --model FILE, or --all --models DIR"))
+	}
+
+	format, err := image.ParseSignatureFormat(cmd.sigFormat)
+	if err != nil {
+		return exit.With(exit.Config, fmt.Errorf("--signature-format: %w", err))
+	}
+	client, err := registry.FromConfig(app.Config)
+	if err != nil {
+		return exit.With(exit.Config, err)
+	}
+	key, err := signingKey(app)
+	if err != nil {
+		return exit.With(exit.Config, err)
+	}
+	for _, j := range jobs {
+		if _, err := client.Repository(app.Config.Registry(), j.hospital.Image.Repository); err != nil {
+			return exit.With(exit.Config, err)
+		}
+	}
+	opts := []image.BuildOption{image.Created(sourceTime(ctx, app.Log))}
+	if s := sourceOf(cmd.sourceURL); s != "" {
+		opts = append(opts, image.Source(s))
+	}
+	if r := revisionOf(ctx, cmd.revision); r != "" {
+		opts = append(opts, image.Revision(r))
+	}
+	pubOpts := []image.PublishOption{image.WithRegistry(client), image.WithSigner(key), image.WithSignatureFormat(format), image.WithBuild(opts...)}
+	if cmd.base != "" {
+		if len(cmd.servers) > 0 {
+			return exit.With(exit.Config, errors.New("give --base or --server, not both"))
+		}
+		b, err := baseImage(ctx, app, client, key, cmd.base)
+		if err != nil {
+			return err
+		}
+		app.Log.Info("building on the server's image", "image", cmd.base, "version", b.Version)
+		pubOpts = append(pubOpts, image.WithBase(b))
+	} else {
+		srv, err := serverBinaries(ctx, app, cmd.servers, cmd.serverPkg, cmd.platforms)
+		if err != nil {
+			return exit.With(exit.Config, err)
+		}
+		pubOpts = append(pubOpts, image.WithServer(srv))
+	}
+	if logging.IsTerminal(app.Stderr) && !app.JSON() {
+		pubOpts = append(pubOpts, image.WithProgress(app.Stderr))
+	}
+	pub := image.NewPublisher(pubOpts...)
+
+	var results []image.Line
+	failed := 0
+	start := time.Now()
+	for _, j := range jobs {
+		r, err := j.run(ctx, app, client, pub)
+		if errors.Is(err, image.ErrGateFailed) && cmd.all {
+			// A scheduled run ships the models that passed; the
+			// others wait for a person (or --force).
+			app.Log.Warn("package skipped", "hospital", j.hospital.ID, "error", err.Error(), "event.outcome", "unknown")
+			results = append(results, image.Line{Hospital: j.hospital.ID, Skipped: err.Error()})
+			continue
+		}
+		if err != nil {
+			failed++
+			app.Log.Error("package failed", "hospital", j.hospital.ID, "error", err.Error(), "event.outcome", "failure")
+			results = append(results, image.Line{Hospital: j.hospital.ID, Error: err.Error()})
+			continue
+		}
+		app.Log.Info("packaged", "hospital", r.Hospital, "version", r.Version, "image", r.Image, "event.outcome", "success")
+		results = append(results, r)
+	}
+	app.Log.Info("package done", "images", len(jobs)-failed, "failed", failed, "event.duration", time.Since(start).Nanoseconds())
+	perr := app.Print(results, func(w io.Writer) {
+		for _, r := range results {
+			if r.Image != "" {
+				fmt.Fprintln(w, r.Image)
+			}
+		}
+	})
+	if failed > 0 {
+		return fmt.Errorf("%d of %d hospitals failed to package (the others were pushed)", failed, len(jobs))
+	}
+	return perr
 }
 
 type packageJob struct {

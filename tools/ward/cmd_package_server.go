@@ -12,12 +12,14 @@ import (
 	"github.com/wardml/ward/tools/registry"
 )
 
+// packageServerCmd is one command line of ward package-server: its flags.
+type packageServerCmd struct {
+	servers                    stringList
+	serverPkg, platforms, repo string
+	sourceURL, revision        string
+}
+
 func init() {
-	var (
-		servers                    stringList
-		serverPkg, platforms, repo string
-		sourceURL, revision        string
-	)
 	register(&Command{
 		Name:    "package-server",
 		Summary: "Build, push and sign the model server's image, once per ward version, for ward package --base",
@@ -36,51 +38,53 @@ SOURCE_DATE_EPOCH give the same digest.`,
 		Example: `ward package-server                      # in the release pipeline of a ward version
 ward package --all --models out/models --base registry.example/ml/ward/serve@sha256:...`,
 		Output: true,
-		Flags: func(fs *flag.FlagSet) {
-			servers = nil // the command may run more than once in a process (tests)
-			fs.StringVar(&repo, "repository", "ward/serve", "repository under WARD_REGISTRY")
-			fs.Var(&servers, "server", "prebuilt serving binary, PLATFORM=FILE (repeatable)")
-			fs.StringVar(&serverPkg, "server-package", image.DefaultServerPackage, "Go main package of the server to build")
-			fs.StringVar(&platforms, "platform", strings.Join(image.Platforms, ","), "platforms to build the server for")
-			fs.StringVar(&sourceURL, "source", "", "source URL to record (default from GITHUB_SERVER_URL/GITHUB_REPOSITORY)")
-			fs.StringVar(&revision, "revision", "", "source revision to record (default GITHUB_SHA, else git rev-parse HEAD)")
-		},
-		Run: func(ctx context.Context, app *App, _ []string) error {
-			client, err := registry.FromConfig(app.Config)
-			if err != nil {
-				return exit.With(exit.Config, err)
-			}
-			r, err := client.Repository(app.Config.Registry(), repo)
-			if err != nil {
-				return exit.With(exit.Config, err)
-			}
-			key, err := signingKey(app)
-			if err != nil {
-				return exit.With(exit.Config, err)
-			}
-			srv, err := serverBinaries(ctx, app, servers, serverPkg, platforms)
-			if err != nil {
-				return exit.With(exit.Config, err)
-			}
-			opts := []image.BuildOption{image.Created(sourceTime(ctx, app.Log))}
-			if s := sourceOf(sourceURL); s != "" {
-				opts = append(opts, image.Source(s))
-			}
-			if rev := revisionOf(ctx, revision); rev != "" {
-				opts = append(opts, image.Revision(rev))
-			}
-			base, err := image.ServerImage(srv, opts...)
-			if err != nil {
-				return exit.With(exit.Config, err)
-			}
-			res, err := image.NewPublisher(image.WithRegistry(client), image.WithSigner(key)).PublishServer(ctx, r, base)
-			if err != nil {
-				return err
-			}
-			app.Log.Info("server image pushed", "image", res.Ref.String(), "version", base.Version, "event.outcome", "success")
-			line := res.Line()
-			line.Version = base.Version
-			return app.Print(line, func(w io.Writer) { fmt.Fprintln(w, res.Ref.String()) })
-		},
+		New:    func() Runner { return &packageServerCmd{} },
 	})
+}
+
+func (cmd *packageServerCmd) Flags(fs *flag.FlagSet) {
+	fs.StringVar(&cmd.repo, "repository", "ward/serve", "repository under WARD_REGISTRY")
+	fs.Var(&cmd.servers, "server", "prebuilt serving binary, PLATFORM=FILE (repeatable)")
+	fs.StringVar(&cmd.serverPkg, "server-package", image.DefaultServerPackage, "Go main package of the server to build")
+	fs.StringVar(&cmd.platforms, "platform", strings.Join(image.Platforms, ","), "platforms to build the server for")
+	fs.StringVar(&cmd.sourceURL, "source", "", "source URL to record (default from GITHUB_SERVER_URL/GITHUB_REPOSITORY)")
+	fs.StringVar(&cmd.revision, "revision", "", "source revision to record (default GITHUB_SHA, else git rev-parse HEAD)")
+}
+
+func (cmd *packageServerCmd) Run(ctx context.Context, app *App, _ []string) error {
+	client, err := registry.FromConfig(app.Config)
+	if err != nil {
+		return exit.With(exit.Config, err)
+	}
+	r, err := client.Repository(app.Config.Registry(), cmd.repo)
+	if err != nil {
+		return exit.With(exit.Config, err)
+	}
+	key, err := signingKey(app)
+	if err != nil {
+		return exit.With(exit.Config, err)
+	}
+	srv, err := serverBinaries(ctx, app, cmd.servers, cmd.serverPkg, cmd.platforms)
+	if err != nil {
+		return exit.With(exit.Config, err)
+	}
+	opts := []image.BuildOption{image.Created(sourceTime(ctx, app.Log))}
+	if s := sourceOf(cmd.sourceURL); s != "" {
+		opts = append(opts, image.Source(s))
+	}
+	if rev := revisionOf(ctx, cmd.revision); rev != "" {
+		opts = append(opts, image.Revision(rev))
+	}
+	base, err := image.ServerImage(srv, opts...)
+	if err != nil {
+		return exit.With(exit.Config, err)
+	}
+	res, err := image.NewPublisher(image.WithRegistry(client), image.WithSigner(key)).PublishServer(ctx, r, base)
+	if err != nil {
+		return err
+	}
+	app.Log.Info("server image pushed", "image", res.Ref.String(), "version", base.Version, "event.outcome", "success")
+	line := res.Line()
+	line.Version = base.Version
+	return app.Print(line, func(w io.Writer) { fmt.Fprintln(w, res.Ref.String()) })
 }

@@ -9,8 +9,12 @@ import (
 	"github.com/wardml/ward/tools/manifest"
 )
 
+// rollbackCmd is one command line of ward rollback: its flags.
+type rollbackCmd struct {
+	f manifestFlags
+}
+
 func init() {
-	var f manifestFlags
 	register(&Command{
 		Name:    "rollback",
 		Summary: "Undo a hospital's last deploy with a revert commit",
@@ -33,24 +37,27 @@ invalid manifest content; 2 usage, an unknown --to release, an
 unreachable or uninitialized manifest repo.`,
 		Example: "ward rollback --hospital st-olaf\nward rollback --hospital st-olaf --to v1",
 		Output:  true,
-		Flags: func(fs *flag.FlagSet) {
-			f.bind(fs, true)
-			fs.StringVar(&f.to, "to", "", "roll back every deploy after this release (digest or version)")
-			fs.StringVar(&f.expect, "expect-digest", "", "commit only if the hospital's release holds `DIGEST`; default: the one live when the rollback starts")
-		},
-		Run: func(ctx context.Context, app *App, _ []string) error {
-			if f.hospital == "" {
-				return exit.With(exit.Config, errors.New("want --hospital ID"))
-			}
-			r, err := openManifest(app, &f)
-			if err != nil {
-				return err
-			}
-			res, err := r.Rollback(ctx, manifest.Rollback{Hospital: f.hospital, To: f.to, DryRun: f.dryRun, ExpectDigest: f.expect})
-			if err != nil {
-				return manifestError(err)
-			}
-			return printResult(app, r, res)
-		},
+		New:     func() Runner { return &rollbackCmd{} },
 	})
+}
+
+func (cmd *rollbackCmd) Flags(fs *flag.FlagSet) {
+	cmd.f.bind(fs, true)
+	fs.StringVar(&cmd.f.to, "to", "", "roll back every deploy after this release (digest or version)")
+	fs.StringVar(&cmd.f.expect, "expect-digest", "", "commit only if the hospital's release holds `DIGEST`; default: the one live when the rollback starts")
+}
+
+func (cmd *rollbackCmd) Run(ctx context.Context, app *App, _ []string) error {
+	if cmd.f.hospital == "" {
+		return exit.With(exit.Config, errors.New("want --hospital ID"))
+	}
+	r, err := openManifest(app, &cmd.f)
+	if err != nil {
+		return err
+	}
+	res, err := r.Rollback(ctx, manifest.Rollback{Hospital: cmd.f.hospital, To: cmd.f.to, DryRun: cmd.f.dryRun, ExpectDigest: cmd.f.expect})
+	if err != nil {
+		return manifestError(err)
+	}
+	return printResult(app, r, res)
 }

@@ -10,7 +10,6 @@ import (
 )
 
 func init() {
-	var flags *serving.Flags
 	register(&Command{
 		Name:    "serve",
 		Summary: "Serve a model artifact over HTTP: the model server of every image",
@@ -24,18 +23,24 @@ A model that cannot be loaded at start exits with code 2.
 
 Environment (flags win): ` + strings.Join(serving.Env, ", ") + ".",
 		Example: "ward serve --model .ward/models/st-olaf/model.json --listen 127.0.0.1:8080",
-		Flags:   func(fs *flag.FlagSet) { flags = serving.BindFlags(fs) },
-		Run: func(ctx context.Context, app *App, _ []string) error {
-			env := map[string]string{}
-			for _, kv := range app.Environ {
-				k, v, _ := strings.Cut(kv, "=")
-				env[k] = v
-			}
-			cfg, err := flags.Config(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
-			if err != nil {
-				return exit.With(exit.Config, err)
-			}
-			return serving.Run(ctx, cfg, serving.WithLogger(app.Log), serving.WithStdout(app.Stdout))
-		},
+		New:     func() Runner { return &serveCmd{} },
 	})
+}
+
+// serveCmd is one command line of ward serve: its flags.
+type serveCmd struct{ flags *serving.Flags }
+
+func (cmd *serveCmd) Flags(fs *flag.FlagSet) { cmd.flags = serving.BindFlags(fs) }
+
+func (cmd *serveCmd) Run(ctx context.Context, app *App, _ []string) error {
+	env := map[string]string{}
+	for _, kv := range app.Environ {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	cfg, err := cmd.flags.Config(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		return exit.With(exit.Config, err)
+	}
+	return serving.Run(ctx, cfg, serving.WithLogger(app.Log), serving.WithStdout(app.Stdout))
 }

@@ -10,16 +10,18 @@ import (
 	"github.com/wardml/ward/pipelines/synth"
 )
 
+// synthCmd is one command line of ward synth: its flags.
+type synthCmd struct {
+	out, start, format, encrypt string
+	shape                       string
+	months, hospitals           int
+	seed                        uint64
+	dirt                        float64
+	armor, sign, force          bool
+	recipients, shocks          stringList
+}
+
 func init() {
-	var (
-		out, start, format, encrypt string
-		shape                       string
-		months, hospitals           int
-		seed                        uint64
-		dirt                        float64
-		armor, sign, force          bool
-		recipients, shocks          stringList
-	)
 	register(&Command{
 		Name:    "synth",
 		Summary: "Write a synthetic hospital group: contracts, and monthly encrypted extracts in the SFTP layout",
@@ -42,51 +44,52 @@ ward synth --out /tmp/group --hospitals 8 --months 36 --format parquet --encrypt
 ward synth --out /tmp/shocked --shock st-olaf:2025-07:1.35 --output json
 ward synth --out /tmp/nonlinear --shape nonlinear`,
 		Output: true,
-		Flags: func(fs *flag.FlagSet) {
-			// Repeatable flags append: start each command line afresh.
-			recipients, shocks = nil, nil
-			fs.StringVar(&out, "out", "", "output `DIR`")
-			fs.IntVar(&hospitals, "hospitals", synth.DefaultHospitals, "number of hospitals to make (here it is not the contracts folder)")
-			fs.IntVar(&months, "months", synth.DefaultMonths, "months of extracts")
-			fs.StringVar(&start, "start", synth.DefaultStart, "first month, `YYYY-MM`")
-			fs.Uint64Var(&seed, "seed", synth.DefaultSeed, "random seed")
-			fs.StringVar(&format, "format", synth.DefaultFormat, "csv or parquet")
-			fs.StringVar(&encrypt, "encrypt", synth.DefaultEncryption, "none, openpgp, age or mixed (hospitals alternate)")
-			fs.BoolVar(&armor, "armor", false, "ASCII-armor the encrypted extracts")
-			fs.BoolVar(&sign, "sign", false, "each OpenPGP hospital signs its extracts (its public key goes beside its contract)")
-			fs.Var(&recipients, "recipient", "encrypt to this OpenPGP public key or age recipients `KEYFILE` instead of generating keys (repeatable)")
-			fs.Float64Var(&dirt, "dirt", synth.DefaultDirt, "rate of each kind of dirt (0: clean)")
-			fs.Var(&shocks, "shock", "multiply a hospital's bills from a month on: `ID:YYYY-MM:FACTOR` (repeatable)")
-			fs.BoolVar(&force, "force", false, "replace an earlier run's output in DIR")
-			fs.StringVar(&shape, "shape", synth.LogLinear, "shape of the bill: loglinear, or nonlinear (steps and interactions)")
-		},
-		Run: func(ctx context.Context, app *App, _ []string) error {
-			first, err := synth.ParseMonth(start)
-			if err != nil {
-				return exit.With(exit.Config, fmt.Errorf("--start: %w", err))
-			}
-			opts := []synth.Option{
-				synth.WithHospitals(hospitals), synth.WithMonths(months), synth.WithStart(first),
-				synth.WithSeed(seed), synth.WithFormat(format), synth.WithEncryption(encrypt),
-				synth.WithArmor(armor), synth.WithSigning(sign), synth.WithRecipients(recipients...),
-				synth.WithDirt(dirt), synth.WithForce(force), synth.WithShape(shape),
-			}
-			for _, s := range shocks {
-				sh, err := synth.ParseShock(s)
-				if err != nil {
-					return exit.With(exit.Config, fmt.Errorf("--shock: %w", err))
-				}
-				opts = append(opts, synth.WithShocks(sh))
-			}
-			sum, err := synth.Generate(ctx, out, opts...)
-			if err != nil {
-				return err
-			}
-			app.Log.Info("synthetic group written", "event.action", "synth", "event.outcome", "success",
-				"ward.out", sum.Out, "ward.files", sum.Files, "ward.cases", sum.Cases)
-			return app.Print(sum, func(w io.Writer) { printSynth(w, sum) })
-		},
+		New:    func() Runner { return &synthCmd{} },
 	})
+}
+
+func (cmd *synthCmd) Flags(fs *flag.FlagSet) {
+	fs.StringVar(&cmd.out, "out", "", "output `DIR`")
+	fs.IntVar(&cmd.hospitals, "hospitals", synth.DefaultHospitals, "number of hospitals to make (here it is not the contracts folder)")
+	fs.IntVar(&cmd.months, "months", synth.DefaultMonths, "months of extracts")
+	fs.StringVar(&cmd.start, "start", synth.DefaultStart, "first month, `YYYY-MM`")
+	fs.Uint64Var(&cmd.seed, "seed", synth.DefaultSeed, "random seed")
+	fs.StringVar(&cmd.format, "format", synth.DefaultFormat, "csv or parquet")
+	fs.StringVar(&cmd.encrypt, "encrypt", synth.DefaultEncryption, "none, openpgp, age or mixed (hospitals alternate)")
+	fs.BoolVar(&cmd.armor, "armor", false, "ASCII-armor the encrypted extracts")
+	fs.BoolVar(&cmd.sign, "sign", false, "each OpenPGP hospital signs its extracts (its public key goes beside its contract)")
+	fs.Var(&cmd.recipients, "recipient", "encrypt to this OpenPGP public key or age recipients `KEYFILE` instead of generating keys (repeatable)")
+	fs.Float64Var(&cmd.dirt, "dirt", synth.DefaultDirt, "rate of each kind of dirt (0: clean)")
+	fs.Var(&cmd.shocks, "shock", "multiply a hospital's bills from a month on: `ID:YYYY-MM:FACTOR` (repeatable)")
+	fs.BoolVar(&cmd.force, "force", false, "replace an earlier run's output in DIR")
+	fs.StringVar(&cmd.shape, "shape", synth.LogLinear, "shape of the bill: loglinear, or nonlinear (steps and interactions)")
+}
+
+func (cmd *synthCmd) Run(ctx context.Context, app *App, _ []string) error {
+	first, err := synth.ParseMonth(cmd.start)
+	if err != nil {
+		return exit.With(exit.Config, fmt.Errorf("--start: %w", err))
+	}
+	opts := []synth.Option{
+		synth.WithHospitals(cmd.hospitals), synth.WithMonths(cmd.months), synth.WithStart(first),
+		synth.WithSeed(cmd.seed), synth.WithFormat(cmd.format), synth.WithEncryption(cmd.encrypt),
+		synth.WithArmor(cmd.armor), synth.WithSigning(cmd.sign), synth.WithRecipients(cmd.recipients...),
+		synth.WithDirt(cmd.dirt), synth.WithForce(cmd.force), synth.WithShape(cmd.shape),
+	}
+	for _, s := range cmd.shocks {
+		sh, err := synth.ParseShock(s)
+		if err != nil {
+			return exit.With(exit.Config, fmt.Errorf("--shock: %w", err))
+		}
+		opts = append(opts, synth.WithShocks(sh))
+	}
+	sum, err := synth.Generate(ctx, cmd.out, opts...)
+	if err != nil {
+		return err
+	}
+	app.Log.Info("synthetic group written", "event.action", "synth", "event.outcome", "success",
+		"ward.out", sum.Out, "ward.files", sum.Files, "ward.cases", sum.Cases)
+	return app.Print(sum, func(w io.Writer) { printSynth(w, sum) })
 }
 
 func printSynth(w io.Writer, sum *synth.Summary) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -23,14 +22,16 @@ import (
 	"github.com/wardml/ward/tools/registry"
 )
 
+// trainCmd is one command line of ward train: its flags.
+type trainCmd struct {
+	ids, baselines stringList
+	all            bool
+	out            string
+	parallel       int
+	list           bool
+}
+
 func init() {
-	var (
-		ids, baselines stringList
-		all            bool
-		out            string
-		parallel       int
-		list           bool
-	)
 	register(&Command{
 		Name:    "train",
 		Summary: "Train each hospital's model from the database: artifact, report with plots, gate",
@@ -67,115 +68,116 @@ files or database.`,
 ward train --hospital st-olaf --out .ward/models --baseline deployed/st-olaf/model.json
 ward train --all --out .ward/models --parallel 2 --output json`,
 		Output: true,
-		Flags: func(fs *flag.FlagSet) {
-			// Repeatable flags append: start each command line afresh.
-			ids, baselines = nil, nil
-			fs.Var(&ids, "hospital", "hospital `ID` to train (repeatable)")
-			fs.BoolVar(&all, "all", false, "train every hospital")
-			fs.StringVar(&out, "out", "", "output `DIR`")
-			fs.Var(&baselines, "baseline", "the model in production of a hospital, an artifact `FILE` (repeatable)")
-			fs.IntVar(&parallel, "parallel", runtime.NumCPU(), "hospitals read, fitted and rendered at once")
-			fs.BoolVar(&list, "list", false, "print the hospitals in the order they would be trained, as a JSON array (a CI matrix), and train nothing")
-		},
-		Run: func(ctx context.Context, app *App, _ []string) error {
-			if out == "" && !list {
-				return exit.With(exit.Config, errors.New("--out: missing (the folder to write the models and reports to)"))
-			}
-			if all && len(ids) > 0 {
-				return exit.With(exit.Config, errors.New("give --hospital ID or --all, not both"))
-			}
-			group, err := contract.LoadAll(app.Config.Hospitals())
-			if err != nil {
-				return exit.With(exit.Config, err)
-			}
-			selected, err := contract.Select(app.Config.Hospitals(), ids, all)
-			if err != nil {
-				return exit.With(exit.Config, err)
-			}
-			st, err := store.Open(ctx, app.Config.Database())
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			marks, err := st.RetrainMarks(ctx)
-			if err != nil {
-				return err
-			}
-			if all {
-				selected = retrainFirst(selected, marks)
-			}
-			if list {
-				names := make([]string, len(selected))
-				for i, h := range selected {
-					names[i] = h.ID
-				}
-				return app.Print(names, func(w io.Writer) {
-					b, _ := json.Marshal(names)
-					fmt.Fprintf(w, "%s\n", b)
-				})
-			}
-			opts := []train.Option{train.WithParallel(parallel)}
-			for _, f := range baselines {
-				a, err := readArtifact(f)
-				if err != nil {
-					return exit.With(exit.Config, fmt.Errorf("--baseline %s: %w", f, err))
-				}
-				opts = append(opts, train.WithBaseline(a))
-			}
-			if len(baselines) == 0 && app.Config.ManifestRepo() != "" {
-				deployed, err := deployedModels(ctx, app, selected)
-				if err != nil {
-					return err
-				}
-				for _, a := range deployed {
-					opts = append(opts, train.WithBaseline(a))
-				}
-			}
-			names := make([]string, len(selected))
-			for i, h := range selected {
-				names[i] = h.ID
-			}
-			started := time.Now()
-			results, err := train.Run(ctx, st, group, names, opts...)
-			if err != nil {
-				return exit.With(exit.Config, err)
-			}
-			for _, r := range results {
-				if r.Err == nil && slices.ContainsFunc(marks, func(m store.RetrainMark) bool { return m.Hospital == r.Hospital }) {
-					if err := st.ClearRetrain(ctx, r.Hospital, started); err != nil {
-						return err
-					}
-					app.Log.Info("retrain mark cleared", "event.action", "train", "ward.hospital", r.Hospital, "ward.version", r.Version)
-				}
-			}
-			sum, werr := report.Write(out, results, report.WithParallel(parallel))
-			failed, gated := 0, 0
-			for i, l := range sum.Hospitals {
-				switch {
-				case l.Error != "":
-					failed++
-					app.Log.Error("training failed", "event.action", "train", "event.outcome", "failure", "ward.hospital", l.Hospital, "error.message", l.Error)
-				case l.Gate == report.GateFailed:
-					gated++
-					app.Log.Warn("gate failed", "event.action", "train", "event.outcome", "failure", "ward.hospital", l.Hospital,
-						"ward.version", l.Version, "ward.gate", results[i].Gate.Reason)
-				default:
-					app.Log.Info("model trained", "event.action", "train", "event.outcome", "success", "ward.hospital", l.Hospital,
-						"ward.version", l.Version, "ward.model", l.Model, "ward.gate", results[i].Gate.Reason)
-				}
-			}
-			if err := app.Print(sum, func(w io.Writer) { sum.WriteTable(w) }); err != nil {
-				return err
-			}
-			switch {
-			case failed > 0:
-				return exit.With(exit.Failure, fmt.Errorf("%d of %d hospitals could not be trained (the others were written to %s): %w", failed, len(results), out, errors.Join(failedErrors(results, werr)...)))
-			case gated > 0:
-				return exit.With(exit.GateFailed, fmt.Errorf("the gate failed for %d of %d hospitals: their models are in %s, marked failed", gated, len(results), out))
-			}
-			return nil
-		},
+		New:    func() Runner { return &trainCmd{} },
 	})
+}
+
+func (cmd *trainCmd) Flags(fs *flag.FlagSet) {
+	fs.Var(&cmd.ids, "hospital", "hospital `ID` to train (repeatable)")
+	fs.BoolVar(&cmd.all, "all", false, "train every hospital")
+	fs.StringVar(&cmd.out, "out", "", "output `DIR`")
+	fs.Var(&cmd.baselines, "baseline", "the model in production of a hospital, an artifact `FILE` (repeatable)")
+	fs.IntVar(&cmd.parallel, "parallel", runtime.NumCPU(), "hospitals read, fitted and rendered at once")
+	fs.BoolVar(&cmd.list, "list", false, "print the hospitals in the order they would be trained, as a JSON array (a CI matrix), and train nothing")
+}
+
+func (cmd *trainCmd) Run(ctx context.Context, app *App, _ []string) error {
+	if cmd.out == "" && !cmd.list {
+		return exit.With(exit.Config, errors.New("--out: missing (the folder to write the models and reports to)"))
+	}
+	if cmd.all && len(cmd.ids) > 0 {
+		return exit.With(exit.Config, errors.New("give --hospital ID or --all, not both"))
+	}
+	group, err := contract.LoadAll(app.Config.Hospitals())
+	if err != nil {
+		return exit.With(exit.Config, err)
+	}
+	selected, err := contract.Select(app.Config.Hospitals(), cmd.ids, cmd.all)
+	if err != nil {
+		return exit.With(exit.Config, err)
+	}
+	st, err := store.Open(ctx, app.Config.Database())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	marks, err := st.RetrainMarks(ctx)
+	if err != nil {
+		return err
+	}
+	if cmd.all {
+		selected = retrainFirst(selected, marks)
+	}
+	if cmd.list {
+		names := make([]string, len(selected))
+		for i, h := range selected {
+			names[i] = h.ID
+		}
+		return app.Print(names, func(w io.Writer) {
+			b, _ := json.Marshal(names)
+			fmt.Fprintf(w, "%s\n", b)
+		})
+	}
+	opts := []train.Option{train.WithParallel(cmd.parallel)}
+	for _, f := range cmd.baselines {
+		a, err := readArtifact(f)
+		if err != nil {
+			return exit.With(exit.Config, fmt.Errorf("--baseline %s: %w", f, err))
+		}
+		opts = append(opts, train.WithBaseline(a))
+	}
+	if len(cmd.baselines) == 0 && app.Config.ManifestRepo() != "" {
+		deployed, err := deployedModels(ctx, app, selected)
+		if err != nil {
+			return err
+		}
+		for _, a := range deployed {
+			opts = append(opts, train.WithBaseline(a))
+		}
+	}
+	names := make([]string, len(selected))
+	for i, h := range selected {
+		names[i] = h.ID
+	}
+	started := time.Now()
+	results, err := train.Run(ctx, st, group, names, opts...)
+	if err != nil {
+		return exit.With(exit.Config, err)
+	}
+	for _, r := range results {
+		if r.Err == nil && slices.ContainsFunc(marks, func(m store.RetrainMark) bool { return m.Hospital == r.Hospital }) {
+			if err := st.ClearRetrain(ctx, r.Hospital, started); err != nil {
+				return err
+			}
+			app.Log.Info("retrain mark cleared", "event.action", "train", "ward.hospital", r.Hospital, "ward.version", r.Version)
+		}
+	}
+	sum, werr := report.Write(cmd.out, results, report.WithParallel(cmd.parallel))
+	failed, gated := 0, 0
+	for i, l := range sum.Hospitals {
+		switch {
+		case l.Error != "":
+			failed++
+			app.Log.Error("training failed", "event.action", "train", "event.outcome", "failure", "ward.hospital", l.Hospital, "error.message", l.Error)
+		case l.Gate == report.GateFailed:
+			gated++
+			app.Log.Warn("gate failed", "event.action", "train", "event.outcome", "failure", "ward.hospital", l.Hospital,
+				"ward.version", l.Version, "ward.gate", results[i].Gate.Reason)
+		default:
+			app.Log.Info("model trained", "event.action", "train", "event.outcome", "success", "ward.hospital", l.Hospital,
+				"ward.version", l.Version, "ward.model", l.Model, "ward.gate", results[i].Gate.Reason)
+		}
+	}
+	if err := app.Print(sum, func(w io.Writer) { sum.WriteTable(w) }); err != nil {
+		return err
+	}
+	switch {
+	case failed > 0:
+		return exit.With(exit.Failure, fmt.Errorf("%d of %d hospitals could not be trained (the others were written to %s): %w", failed, len(results), cmd.out, errors.Join(failedErrors(results, werr)...)))
+	case gated > 0:
+		return exit.With(exit.GateFailed, fmt.Errorf("the gate failed for %d of %d hospitals: their models are in %s, marked failed", gated, len(results), cmd.out))
+	}
+	return nil
 }
 
 // retrainFirst orders the hospitals that feedback marked for retraining
@@ -216,9 +218,8 @@ func readArtifact(file string) (*models.Artifact, error) {
 	return models.Decode(data)
 }
 
-// deployedModels reads the model in production of each hospital: the one
-// in the image its folder of the manifest repo pins, verified with
-// WARD_VERIFY_KEY when it is set. A hospital without a release has none.
+// deployedModels reads the model in production of each hospital
+// (image.Production), verified with WARD_VERIFY_KEY when it is set.
 func deployedModels(ctx context.Context, app *App, hs []*contract.Hospital) ([]*models.Artifact, error) {
 	repo, err := openManifest(app, &manifestFlags{branch: "main"})
 	if err != nil {
@@ -228,43 +229,33 @@ func deployedModels(ctx context.Context, app *App, hs []*contract.Hospital) ([]*
 	if err != nil {
 		return nil, exit.With(exit.Config, err)
 	}
-	var pub *ecdsa.PublicKey
+	opts := []image.ProductionOption{image.ProductionLog(app.Log)}
 	if app.Config.Get("verify_key") != "" {
-		if pub, err = verifyKey(app, ""); err != nil {
+		pub, err := verifyKey(app, "")
+		if err != nil {
 			return nil, err
 		}
+		opts = append(opts, image.VerifiedBy(pub))
 	}
-	follow := repo.Follow()
-	var out []*models.Artifact
-	for _, h := range hs {
-		head, err := follow.Read(ctx, h.ID, "")
-		if err != nil {
-			return nil, manifestError(fmt.Errorf("the model in production of %s: %w", h.ID, err))
-		}
-		if head.Release == nil {
-			continue
-		}
-		ref, err := client.ParseDigest(head.Release.Image)
-		if err != nil {
-			return nil, exit.With(exit.Config, err)
-		}
-		if pub != nil {
-			if _, err := image.Verify(ctx, ref, pub, client.Remote(ctx)...); err != nil {
-				return nil, verifyError(fmt.Errorf("the model in production of %s: %w", h.ID, err))
-			}
-		} else {
-			app.Log.Warn("the model in production is read without verifying its image: set WARD_VERIFY_KEY", "ward.hospital", h.ID, "ward.image", ref.String())
-		}
-		data, err := image.ReadModel(ctx, ref, client.Remote(ctx)...)
-		if err != nil {
-			return nil, exit.With(exit.Config, err)
-		}
-		a, err := models.Decode(data)
-		if err != nil {
-			return nil, exit.With(exit.Config, fmt.Errorf("the model in production of %s (%s): %w", h.ID, ref, err))
-		}
-		app.Log.Info("gate baseline: the model in production", "ward.hospital", h.ID, "ward.version", a.Version, "ward.image", ref.String())
-		out = append(out, a)
+	ids := make([]string, len(hs))
+	for i, h := range hs {
+		ids[i] = h.ID
 	}
-	return out, nil
+	out, err := image.Production(ctx, repo, client, ids, opts...)
+	return out, deployedError(err)
+}
+
+// deployedError maps the errors of reading a deployed model to exit codes:
+// the manifest's as manifestError does, a signature's as verifyError does,
+// and the rest (the registry, the artifact) to 2.
+func deployedError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, image.ErrManifest):
+		return manifestError(err)
+	case errors.Is(err, image.ErrUnverified):
+		return verifyError(err)
+	}
+	return exit.With(exit.Config, err)
 }

@@ -17,8 +17,12 @@ import (
 	"github.com/wardml/ward/tools/signing"
 )
 
+// verifyCmd is one command line of ward verify: its flags.
+type verifyCmd struct {
+	key string
+}
+
 func init() {
-	var key string
 	register(&Command{
 		Name:    "verify",
 		Summary: "Check an image's signatures before it is deployed",
@@ -37,53 +41,56 @@ image fails verification, 2 for usage, a missing key or an unreachable
 registry.`,
 		Example: "ward verify registry.example.org/ward/st-olaf@sha256:4f1c... --key ward.pub",
 		Output:  true,
-		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&key, "key", "", "public key (PEM) the signatures must verify with; default WARD_VERIFY_KEY")
-		},
-		Run: func(ctx context.Context, app *App, args []string) error {
-			if len(args) != 1 {
-				return exit.With(exit.Config, errors.New("name one image: ward verify REF@sha256:DIGEST"))
-			}
-			client, err := registry.FromConfig(app.Config)
-			if err != nil {
-				return exit.With(exit.Config, err)
-			}
-			ref, err := client.ParseDigest(args[0])
-			if err != nil {
-				return exit.With(exit.Config, err)
-			}
-			pub, err := verifyKey(app, key)
-			if err != nil {
-				return err
-			}
-			v, err := image.Verify(ctx, ref, pub, client.Remote(ctx)...)
-			if err != nil {
-				return verifyError(err)
-			}
-			app.Log.Info("verified", "image", ref.String(), "hospital", v.Hospital, "version", v.Version, "event.outcome", "success")
-			res := struct {
-				Image       string             `json:"image"`
-				Hospital    string             `json:"hospital,omitempty"`
-				Version     string             `json:"version,omitempty"`
-				Family      string             `json:"family,omitempty"`
-				Metrics     map[string]float64 `json:"metrics,omitempty"`
-				Platforms   map[string]string  `json:"platforms"`
-				Annotations map[string]string  `json:"annotations,omitempty"`
-				Key         string             `json:"key"`
-			}{ref.String(), v.Hospital, v.Version, v.Family, v.Metrics, map[string]string{}, v.Annotations, signing.Fingerprint(pub)}
-			for p, d := range v.Platforms {
-				res.Platforms[p] = d.String()
-			}
-			return app.Print(res, func(w io.Writer) {
-				fmt.Fprintf(w, "verified %s\n  signed by key %s\n", res.Image, res.Key)
-				if v.Hospital != "" {
-					fmt.Fprintf(w, "  hospital %s, model %s (%s)\n", v.Hospital, v.Version, v.Family)
-				}
-				for _, p := range slices.Sorted(maps.Keys(res.Platforms)) {
-					fmt.Fprintf(w, "  %-12s %s\n", p, res.Platforms[p])
-				}
-			})
-		},
+		New:     func() Runner { return &verifyCmd{} },
+	})
+}
+
+func (cmd *verifyCmd) Flags(fs *flag.FlagSet) {
+	fs.StringVar(&cmd.key, "key", "", "public key (PEM) the signatures must verify with; default WARD_VERIFY_KEY")
+}
+
+func (cmd *verifyCmd) Run(ctx context.Context, app *App, args []string) error {
+	if len(args) != 1 {
+		return exit.With(exit.Config, errors.New("name one image: ward verify REF@sha256:DIGEST"))
+	}
+	client, err := registry.FromConfig(app.Config)
+	if err != nil {
+		return exit.With(exit.Config, err)
+	}
+	ref, err := client.ParseDigest(args[0])
+	if err != nil {
+		return exit.With(exit.Config, err)
+	}
+	pub, err := verifyKey(app, cmd.key)
+	if err != nil {
+		return err
+	}
+	v, err := image.Verify(ctx, ref, pub, client.Remote(ctx)...)
+	if err != nil {
+		return verifyError(err)
+	}
+	app.Log.Info("verified", "image", ref.String(), "hospital", v.Hospital, "version", v.Version, "event.outcome", "success")
+	res := struct {
+		Image       string             `json:"image"`
+		Hospital    string             `json:"hospital,omitempty"`
+		Version     string             `json:"version,omitempty"`
+		Family      string             `json:"family,omitempty"`
+		Metrics     map[string]float64 `json:"metrics,omitempty"`
+		Platforms   map[string]string  `json:"platforms"`
+		Annotations map[string]string  `json:"annotations,omitempty"`
+		Key         string             `json:"key"`
+	}{ref.String(), v.Hospital, v.Version, v.Family, v.Metrics, map[string]string{}, v.Annotations, signing.Fingerprint(pub)}
+	for p, d := range v.Platforms {
+		res.Platforms[p] = d.String()
+	}
+	return app.Print(res, func(w io.Writer) {
+		fmt.Fprintf(w, "verified %s\n  signed by key %s\n", res.Image, res.Key)
+		if v.Hospital != "" {
+			fmt.Fprintf(w, "  hospital %s, model %s (%s)\n", v.Hospital, v.Version, v.Family)
+		}
+		for _, p := range slices.Sorted(maps.Keys(res.Platforms)) {
+			fmt.Fprintf(w, "  %-12s %s\n", p, res.Platforms[p])
+		}
 	})
 }
 

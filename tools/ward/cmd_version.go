@@ -15,11 +15,13 @@ func init() {
 		Usage:   "version [--output json]",
 		Example: "ward version --output json",
 		Output:  true,
-		Run: func(_ context.Context, app *App, _ []string) error {
-			v := version.Get()
-			return app.Print(v, func(w io.Writer) {
-				fmt.Fprintf(w, "ward %s\ncommit %s\n%s\n", v.Version, v.Commit, v.Go)
-			})
-		},
+		New:     func() Runner { return noFlags(runVersion) },
+	})
+}
+
+func runVersion(_ context.Context, app *App, _ []string) error {
+	v := version.Get()
+	return app.Print(v, func(w io.Writer) {
+		fmt.Fprintf(w, "ward %s\ncommit %s\n%s\n", v.Version, v.Commit, v.Go)
 	})
 }

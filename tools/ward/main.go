@@ -33,12 +33,27 @@ type Command struct {
 	// Help is the longer description; Example is at least one command line.
 	Help    string
 	Example string
-	// Flags registers the command's own flags.
-	Flags func(fs *flag.FlagSet)
 	// Output offers --output text|json.
 	Output bool
+	// New returns one command line of the command: a fresh value of its
+	// flags (a struct of its own), so that no run sees another's.
+	New func() Runner
+}
+
+// Runner is one command line of a command.
+type Runner interface {
+	// Flags registers the command's own flags.
+	Flags(fs *flag.FlagSet)
 	// Run does the work; args are the positional arguments.
-	Run func(ctx context.Context, app *App, args []string) error
+	Run(ctx context.Context, app *App, args []string) error
+}
+
+// noFlags is the Runner of a command without flags of its own.
+type noFlags func(ctx context.Context, app *App, args []string) error
+
+func (noFlags) Flags(*flag.FlagSet) {}
+func (f noFlags) Run(ctx context.Context, app *App, args []string) error {
+	return f(ctx, app, args)
 }
 
 var commands = map[string]*Command{}
@@ -96,7 +111,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		if len(args) > 1 {
 			if c, ok := commands[args[1]]; ok {
-				fs, _, _ := commandFlags(c)
+				fs, _, _, _ := commandFlags(c)
 				printCommandHelp(stdout, c, fs)
 				return exit.OK
 			}
@@ -110,7 +125,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 		printHelp(stderr)
 		return exit.Config
 	}
-	fs, cfgFlags, output := commandFlags(c)
+	fs, r, cfgFlags, output := commandFlags(c)
 	positional, err := parseInterspersed(fs, args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		printCommandHelp(stdout, c, fs)
@@ -140,7 +155,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 		}
 		app.Output = *output
 	}
-	if err := c.Run(ctx, app, positional); err != nil {
+	if err := r.Run(ctx, app, positional); err != nil {
 		fmt.Fprintf(stderr, "ward %s: %v\n", c.Name, config.Redact(err.Error()))
 		return exit.Code(err)
 	}
@@ -150,17 +165,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 // commandFlags builds a command's flag set: its own flags first (they win
 // over a global flag of the same name), then --output, then the global
 // settings.
-func commandFlags(c *Command) (*flag.FlagSet, *config.Flags, *string) {
+func commandFlags(c *Command) (*flag.FlagSet, Runner, *config.Flags, *string) {
 	fs := flag.NewFlagSet("ward "+c.Name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	if c.Flags != nil {
-		c.Flags(fs)
-	}
+	r := c.New()
+	r.Flags(fs)
 	var output *string
 	if c.Output {
 		output = fs.String("output", "text", "text or json")
 	}
-	return fs, config.BindFlags(fs), output
+	return fs, r, config.BindFlags(fs), output
 }
 
 // parseInterspersed lets flags follow positional arguments

@@ -27,7 +27,6 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -40,7 +39,6 @@ import (
 	"github.com/wardml/ward/internal/contract"
 	"github.com/wardml/ward/internal/sftpd/sftptest"
 	"github.com/wardml/ward/models"
-	"github.com/wardml/ward/models/modeltest"
 	"github.com/wardml/ward/pipelines/ingest"
 	"github.com/wardml/ward/pipelines/ingest/decrypt"
 	"github.com/wardml/ward/pipelines/ingest/fetch"
@@ -193,7 +191,7 @@ func Run(t testing.TB, url string, shocks ...synth.Shock) *Loop {
 		}
 		lines, sent := serve(t, inputs, h, results[i].Artifact, model, db)
 		l.Sent[h.ID] = sent
-		dropLog(t, filepath.Join(box, filepath.FromSlash(h.Inbound.Folder)), lines, sent)
+		dropLog(t, box, h, lines, sent)
 	}
 	drop(t, sum.SFTP, box, func(month string) bool { return month >= Cutoff })
 	l.Ingest = ingest.Run(ctx, hs, src, st, stage, keys, ingest.WithSettle(50*time.Millisecond),
@@ -276,16 +274,12 @@ func serve(t testing.TB, inputs *store.Store, h *contract.Hospital, a *models.Ar
 	ctx, stop := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, ln) }()
-	url := "http://" + ln.Addr().String() + "/v1/predict"
-
-	data := inputs.Training(h)
-	col := func(name string) int {
-		return slices.IndexFunc(data.Columns, func(c models.Column) bool { return c.Name == name })
-	}
-	id, at, target := col(h.Training.ID), col(h.Training.TimeColumn), col(h.Training.Target)
-	pick := make([]int, len(a.Inputs))
+	// One X-Request-Id for every request, as a careless client sends: the
+	// server's own ids keep every prediction apart (issue 14).
+	client := &synth.Client{URL: "http://" + ln.Addr().String(), Header: http.Header{"X-Request-Id": {"one-fixed-client-id"}}}
+	names := make([]string, len(a.Inputs))
 	for i, c := range a.Inputs {
-		pick[i] = col(c.Name)
+		names[i] = c.Name
 	}
 	cutoff, _ := synth.ParseMonth(Cutoff)
 	sent := &Sent{}
@@ -294,58 +288,32 @@ func serve(t testing.TB, inputs *store.Store, h *contract.Hospital, a *models.Ar
 		if len(instances) == 0 {
 			return
 		}
-		body, err := json.Marshal(map[string]any{"instances": instances})
-		if err != nil {
-			t.Fatal(err)
-		}
-		req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		// One X-Request-Id for every request, as a careless client sends:
-		// the server's own ids keep every prediction apart (issue 14).
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("X-Request-Id", "one-fixed-client-id")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		answer, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("%s: %s: %s", h.ID, resp.Status, answer)
+		if err := client.Predict(context.Background(), instances, cfg.MaxBatch); err != nil {
+			t.Fatalf("%s: %v", h.ID, err)
 		}
 		sent.Answered += len(instances)
 	}
 	n := 0
-	for row, err := range data.Rows(context.Background()) {
+	for c, err := range synth.Cases(context.Background(), inputs, h, names, func(at time.Time) bool { return !at.Before(cutoff) }) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if row[at].Time(data.Columns[at].Type).Before(cutoff) {
-			continue
-		}
-		billed := !row[target].Null
-		in := make([]models.Value, len(pick))
-		for i, j := range pick {
-			in[i] = row[j]
-		}
-		req := modeltest.Request(a.Inputs, in)
+		req := c.Inputs
 		switch n++; {
 		case n%40 == 7:
-			if billed {
+			if c.Billed {
 				sent.Unnamed++
 			}
 			continue
 		case n%50 == 3:
 			sent.WithoutID++
-			if billed {
+			if c.Billed {
 				sent.Unnamed++
 			}
 		default:
-			req[h.Training.ID] = row[id].Format(data.Columns[id].Type)
+			req[h.Training.ID] = c.ID
 			sent.Cases++
-			if billed {
+			if c.Billed {
 				sent.Billed++
 			} else {
 				sent.Unbilled++
@@ -380,7 +348,7 @@ func serve(t testing.TB, inputs *store.Store, h *contract.Hospital, a *models.Ar
 // files that overlap (a rotated log copied twice), with a malformed line,
 // a line written twice, and a prediction of a version ward never trained,
 // served long before the others.
-func dropLog(t testing.TB, inbound string, lines [][]byte, sent *Sent) {
+func dropLog(t testing.TB, box string, h *contract.Hospital, lines [][]byte, sent *Sent) {
 	t.Helper()
 	var legacy map[string]any
 	if err := json.Unmarshal(lines[1], &legacy); err != nil {
@@ -405,7 +373,7 @@ func dropLog(t testing.TB, inbound string, lines [][]byte, sent *Sent) {
 				b = append(b, '\n')
 			}
 		}
-		if err := os.WriteFile(filepath.Join(inbound, name), b, 0o644); err != nil {
+		if err := synth.DropLog(box, h, name, b, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

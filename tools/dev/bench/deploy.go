@@ -96,18 +96,15 @@ func runDeploy(ctx context.Context) error {
 		}
 	}
 	refs := map[string]string{}
-	pub := image.NewPublisher(image.WithRegistry(client), image.WithSigner(key))
+	pub := image.NewPublisher(image.WithRegistry(client), image.WithSigner(key), image.WithServer(server),
+		image.WithBuild(image.Created(time.Unix(1764504000, 0))))
 	for _, v := range versions {
 		fitted.Version = v
 		art, err := fitted.Encode()
 		if err != nil {
 			return err
 		}
-		img, err := image.Build(image.Model{Hospital: "bench", Version: v, Family: "ridge", Artifact: art}, server, image.Created(time.Unix(1764504000, 0)))
-		if err != nil {
-			return err
-		}
-		res, err := pub.Publish(ctx, repo, img, nil)
+		res, err := image.Package(ctx, &image.Trained{Model: image.Model{Hospital: "bench", Version: v, Family: "ridge", Artifact: art}}, repo, pub)
 		if err != nil {
 			return err
 		}
