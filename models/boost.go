@@ -311,10 +311,14 @@ func (bo *booster) findSplit(l *leaf) {
 	}
 }
 
-// catSplit orders the levels present in the leaf by their mean gradient
-// and tries each prefix as the left side (no one-hot).
+// catSplit orders the levels present in the leaf by the value a leaf of
+// their cases alone would take and tries each prefix as the left side (no
+// one-hot). A level with fewer cases than a leaf may hold has too little
+// evidence to be ranked by its own mean, which would put its noise at
+// either end of the order, where a split isolates it: it ranks as neutral
+// (no correction), as xgboost's partition-based splits rank it (weight 0
+// below min_child_weight).
 func (bo *booster) catSplit(l *leaf, f int, h []hbin, parent, minLeaf float64, consider func(split)) {
-	const smooth = 10
 	var present []int
 	for k, e := range h {
 		if e.n > 0 {
@@ -324,8 +328,14 @@ func (bo *booster) catSplit(l *leaf, f int, h []hbin, parent, minLeaf float64, c
 	if len(present) < 2 {
 		return
 	}
+	weight := func(e hbin) float64 {
+		if e.n < minLeaf {
+			return 0
+		}
+		return -e.g / (e.n + bo.p.L2)
+	}
 	slices.SortStableFunc(present, func(a, b int) int {
-		return cmp.Compare(h[a].g/(h[a].n+smooth), h[b].g/(h[b].n+smooth))
+		return cmp.Compare(weight(h[a]), weight(h[b]))
 	})
 	var lg, ln float64
 	bestAt, best := -1, split{}
