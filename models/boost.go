@@ -371,8 +371,9 @@ func (b *binning) goesLeft(s *split, k int) bool {
 }
 
 // growTree grows one tree on rows (their gradients in bo.grad), best leaf
-// first, and returns it with leaf values already shrunk.
-func (bo *booster) growTree(rows []int32) Tree {
+// first, and returns it with leaf values already shrunk, and where its
+// leaves' rows are in bo.rows.
+func (bo *booster) growTree(rows []int32) (Tree, []span) {
 	bo.rows = rows
 	root := &leaf{lo: 0, hi: len(rows)}
 	root.hist = bo.histogram(rows)
@@ -437,13 +438,21 @@ func (bo *booster) growTree(rows []int32) Tree {
 		leaves[bi] = left
 		leaves = slices.Insert(leaves, bi+1, right)
 	}
-	for _, l := range leaves {
+	spans := make([]span, len(leaves))
+	for i, l := range leaves {
 		t.Nodes[l.node] = Node{Value: float64(bo.lr * (-l.g / (l.n + bo.p.L2)))}
+		spans[i] = span{l.lo, l.hi, t.Nodes[l.node].Value}
 		if l.hist != nil {
 			bo.pool.Put(l.hist)
 		}
 	}
-	return t
+	return t, spans
+}
+
+// span is a leaf's rows, bo.rows[lo:hi], and its value.
+type span struct {
+	lo, hi int
+	value  float64
 }
 
 // threshold is the value a numeric split compares with: the upper edge of
@@ -527,12 +536,22 @@ func boost(p GBDT, lr float64, b *binning, tm *matrix, y []float64, vm *matrix, 
 		if len(rows) < 2*p.MinLeaf {
 			break
 		}
-		t := bo.growTree(rows)
+		t, spans := bo.growTree(rows)
 		if len(t.Nodes) == 1 {
 			break // nothing left to learn
 		}
-		for i := range n {
-			pred[i] += b.leafOf(&t, tm, i)
+		if len(rows) == n {
+			// Every case grew the tree: its leaves hold them all, as
+			// leafOf would send them.
+			for _, sp := range spans {
+				for _, r := range bo.rows[sp.lo:sp.hi] {
+					pred[r] += sp.value
+				}
+			}
+		} else {
+			for i := range n {
+				pred[i] += b.leafOf(&t, tm, i)
+			}
 		}
 		out.trees = append(out.trees, t)
 		if vm == nil {
