@@ -467,21 +467,24 @@ func (a *Artifact) Predict(s *Sparse, row []Value) (Prediction, error) {
 	if s == nil {
 		s = new(Sparse)
 	}
-	if err := a.Encoder.Encode(s, row); err != nil {
-		return Prediction{}, err
-	}
 	y := a.Intercept
-	if a.coef != nil {
-		for k, i := range s.Index {
-			y += float64(a.coef[i] * s.Value[k])
-		}
-	}
 	if a.Forest != nil {
-		var err error
-		if s.dense, err = a.Encoder.Dense(s.dense, row); err != nil {
+		// The trees read the tree features alone: the row is not
+		// encoded for a linear model as well.
+		if err := a.Encoder.treeValues(s, row); err != nil {
 			return Prediction{}, err
 		}
-		y = a.Forest.add(y, s.dense)
+		s.ranks = a.Forest.rank(s.ranks, s.dense)
+		y = a.Forest.add(y, s.ranks)
+	} else {
+		if err := a.Encoder.Encode(s, row); err != nil {
+			return Prediction{}, err
+		}
+		if a.coef != nil {
+			for k, i := range s.Index {
+				y += float64(a.coef[i] * s.Value[k])
+			}
+		}
 	}
 	p, err := a.answer(y)
 	p.Unseen = s.Unseen

@@ -311,10 +311,14 @@ func (bo *booster) findSplit(l *leaf) {
 	}
 }
 
-// catSplit orders the levels present in the leaf by their mean gradient
-// and tries each prefix as the left side (no one-hot).
+// catSplit orders the levels present in the leaf by the value a leaf of
+// their cases alone would take and tries each prefix as the left side (no
+// one-hot). A level with fewer cases than a leaf may hold has too little
+// evidence to be ranked by its own mean, which would put its noise at
+// either end of the order, where a split isolates it: it ranks as neutral
+// (no correction), as xgboost's partition-based splits rank it (weight 0
+// below min_child_weight).
 func (bo *booster) catSplit(l *leaf, f int, h []hbin, parent, minLeaf float64, consider func(split)) {
-	const smooth = 10
 	var present []int
 	for k, e := range h {
 		if e.n > 0 {
@@ -324,8 +328,14 @@ func (bo *booster) catSplit(l *leaf, f int, h []hbin, parent, minLeaf float64, c
 	if len(present) < 2 {
 		return
 	}
+	weight := func(e hbin) float64 {
+		if e.n < minLeaf {
+			return 0
+		}
+		return -e.g / (e.n + bo.p.L2)
+	}
 	slices.SortStableFunc(present, func(a, b int) int {
-		return cmp.Compare(h[a].g/(h[a].n+smooth), h[b].g/(h[b].n+smooth))
+		return cmp.Compare(weight(h[a]), weight(h[b]))
 	})
 	var lg, ln float64
 	bestAt, best := -1, split{}
@@ -361,8 +371,9 @@ func (b *binning) goesLeft(s *split, k int) bool {
 }
 
 // growTree grows one tree on rows (their gradients in bo.grad), best leaf
-// first, and returns it with leaf values already shrunk.
-func (bo *booster) growTree(rows []int32) Tree {
+// first, and returns it with leaf values already shrunk, and where its
+// leaves' rows are in bo.rows.
+func (bo *booster) growTree(rows []int32) (Tree, []span) {
 	bo.rows = rows
 	root := &leaf{lo: 0, hi: len(rows)}
 	root.hist = bo.histogram(rows)
@@ -427,13 +438,21 @@ func (bo *booster) growTree(rows []int32) Tree {
 		leaves[bi] = left
 		leaves = slices.Insert(leaves, bi+1, right)
 	}
-	for _, l := range leaves {
+	spans := make([]span, len(leaves))
+	for i, l := range leaves {
 		t.Nodes[l.node] = Node{Value: float64(bo.lr * (-l.g / (l.n + bo.p.L2)))}
+		spans[i] = span{l.lo, l.hi, t.Nodes[l.node].Value}
 		if l.hist != nil {
 			bo.pool.Put(l.hist)
 		}
 	}
-	return t
+	return t, spans
+}
+
+// span is a leaf's rows, bo.rows[lo:hi], and its value.
+type span struct {
+	lo, hi int
+	value  float64
 }
 
 // threshold is the value a numeric split compares with: the upper edge of
@@ -517,12 +536,22 @@ func boost(p GBDT, lr float64, b *binning, tm *matrix, y []float64, vm *matrix, 
 		if len(rows) < 2*p.MinLeaf {
 			break
 		}
-		t := bo.growTree(rows)
+		t, spans := bo.growTree(rows)
 		if len(t.Nodes) == 1 {
 			break // nothing left to learn
 		}
-		for i := range n {
-			pred[i] += b.leafOf(&t, tm, i)
+		if len(rows) == n {
+			// Every case grew the tree: its leaves hold them all, as
+			// leafOf would send them.
+			for _, sp := range spans {
+				for _, r := range bo.rows[sp.lo:sp.hi] {
+					pred[r] += sp.value
+				}
+			}
+		} else {
+			for i := range n {
+				pred[i] += b.leafOf(&t, tm, i)
+			}
 		}
 		out.trees = append(out.trees, t)
 		if vm == nil {

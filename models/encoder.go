@@ -90,6 +90,7 @@ type Sparse struct {
 
 	key   []byte
 	dense []float64 // the tree features, for a forest
+	ranks []uint32  // and their ranks (Forest.rank)
 }
 
 func (s *Sparse) reset() {

@@ -432,14 +432,13 @@ func fitGBDT(spec *Spec, a *Artifact, train Cases, inner func(int, Case) bool) (
 	cols := make([][]float64, len(codes))
 	var y []float64
 	var held []bool
-	var dense []float64
+	var s Sparse
 	k := 0
 	if err := spec.cases("training", train, func(c Case, t float64) error {
-		var err error
-		if dense, err = enc.Dense(dense, c.Row); err != nil {
+		if err := enc.treeValues(&s, c.Row); err != nil {
 			return err
 		}
-		for f, x := range dense {
+		for f, x := range s.dense {
 			cols[f] = append(cols[f], x)
 		}
 		y = append(y, t)

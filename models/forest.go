@@ -1,10 +1,10 @@
 package models
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"slices"
-	"strconv"
 )
 
 // Forest is the trees of a gradient-boosted model: the prediction in the
@@ -19,9 +19,16 @@ type Forest struct {
 	LearningRate float64 `json:"learning_rate"`
 	Trees        []Tree  `json:"trees"`
 
-	nodes []fnode // every tree's nodes, compiled; roots[t] is tree t's first
-	roots []int32
-	bits  []uint64
+	// compiled by prepare: every tree's nodes, roots[t] being tree t's
+	// first; the leaves' values; the categorical splits' level sets; each
+	// numeric tree feature's thresholds, so that a row is ranked once and
+	// every split compares integers; and the codes of each tree feature.
+	nodes  []fnode
+	roots  []int32
+	values []float64
+	bits   []uint64
+	cuts   [][]float64
+	codes  []int
 }
 
 // Tree is one regression tree; Nodes[0] is its root.
@@ -43,14 +50,30 @@ type Node struct {
 	Value       float64 `json:"v,omitempty"`
 }
 
-// fnode is a node as prediction walks it: flat, no pointers.
+// fnode is a node as prediction walks it: 12 bytes, no pointers, the two
+// children of a split side by side (left, then right), so that 500 trees
+// of 31 leaves stay in a few hundred kB of cache.
 type fnode struct {
-	thr         float64 // split: threshold; leaf: value
-	feat        int32   // -1: leaf
-	left, right int32   // absolute indices into nodes
-	cat         int32   // offset into bits; -1: a numeric split
-	defaultLeft bool
+	left int32 // a split's left child; its right child is left+1
+	// arg is a numeric split's threshold as its rank among the feature's
+	// thresholds (Forest.cuts), a categorical split's offset into bits,
+	// a leaf's index into values.
+	arg  uint32
+	kind uint16
+	feat uint16
 }
+
+// The kinds of node.
+const (
+	leafNode       = iota
+	numericSplit   // left when the rank is <= arg; missing goes right
+	numericMissing // the same, missing goes left
+	categorySplit  // left when the level code's bit is set
+)
+
+// missingRank is the rank of a missing numeric value: above every
+// threshold's.
+const missingRank = math.MaxUint32
 
 // prepare checks the trees against the tree features (codes[f] is the
 // number of codes of a categorical one, 0 for a numeric one) and compiles
@@ -59,83 +82,158 @@ func (fo *Forest) prepare(codes []int) error {
 	if !(fo.LearningRate > 0 && fo.LearningRate <= 1) {
 		return fmt.Errorf("learning_rate %v: want a number in (0, 1]", fo.LearningRate)
 	}
-	fo.nodes, fo.roots, fo.bits = nil, nil, nil
+	if len(codes) > math.MaxUint16 {
+		return fmt.Errorf("%d tree features: at most %d", len(codes), math.MaxUint16)
+	}
+	fo.nodes, fo.roots, fo.values, fo.bits = nil, nil, nil, nil
+	fo.cuts, fo.codes = make([][]float64, len(codes)), codes
 	for t, tree := range fo.Trees {
 		if len(tree.Nodes) == 0 {
 			return fmt.Errorf("trees[%d]: no nodes", t)
 		}
-		base := int32(len(fo.nodes))
-		fo.roots = append(fo.roots, base)
 		for i, n := range tree.Nodes {
-			where := "trees[" + strconv.Itoa(t) + "].nodes[" + strconv.Itoa(i) + "]"
+			if err := checkNode(tree.Nodes, i, codes); err != nil {
+				return fmt.Errorf("trees[%d].nodes[%d]: %w", t, i, err)
+			}
+			if n.Left != 0 && codes[n.Feature] == 0 {
+				fo.cuts[n.Feature] = append(fo.cuts[n.Feature], n.Threshold)
+			}
+		}
+	}
+	for f, c := range fo.cuts {
+		slices.Sort(c)
+		fo.cuts[f] = slices.Clip(slices.Compact(c))
+	}
+	type place struct {
+		src int
+		dst int32
+	}
+	var todo []place
+	var seen []bool
+	for t, tree := range fo.Trees {
+		root := int32(len(fo.nodes))
+		fo.roots = append(fo.roots, root)
+		fo.nodes = append(fo.nodes, fnode{})
+		todo = append(todo[:0], place{0, root})
+		seen = append(seen[:0], make([]bool, len(tree.Nodes))...)
+		for len(todo) > 0 {
+			p := todo[len(todo)-1]
+			todo = todo[:len(todo)-1]
+			if seen[p.src] {
+				return fmt.Errorf("trees[%d].nodes[%d]: reached from two splits: want a tree", t, p.src)
+			}
+			seen[p.src] = true
+			n := tree.Nodes[p.src]
 			if n.Left == 0 {
-				if n.Right != 0 || n.Feature != 0 || n.Threshold != 0 || n.Categories != nil || n.DefaultLeft {
-					return fmt.Errorf("%s: a leaf has a value only", where)
-				}
-				if !finite(n.Value) {
-					return fmt.Errorf("%s: value %v is not a finite number", where, n.Value)
-				}
-				fo.nodes = append(fo.nodes, fnode{thr: n.Value, feat: -1})
+				fo.nodes[p.dst] = fnode{kind: leafNode, arg: uint32(len(fo.values))}
+				fo.values = append(fo.values, n.Value)
 				continue
 			}
+			left := int32(len(fo.nodes))
+			fo.nodes = append(fo.nodes, fnode{}, fnode{})
+			fn := fnode{left: left, feat: uint16(n.Feature)}
 			switch {
-			case n.Left <= i || n.Right <= i || n.Left >= len(tree.Nodes) || n.Right >= len(tree.Nodes) || n.Left == n.Right:
-				return fmt.Errorf("%s: children %d and %d: want two distinct nodes after this one", where, n.Left, n.Right)
-			case n.Feature < 0 || n.Feature >= len(codes):
-				return fmt.Errorf("%s: feature %d: the model has %d tree features", where, n.Feature, len(codes))
-			case n.Value != 0:
-				return fmt.Errorf("%s: a split has no value", where)
-			}
-			fn := fnode{feat: int32(n.Feature), left: base + int32(n.Left), right: base + int32(n.Right), cat: -1, defaultLeft: n.DefaultLeft}
-			if c := codes[n.Feature]; c > 0 {
-				if n.Threshold != 0 || n.DefaultLeft || len(n.Categories) == 0 {
-					return fmt.Errorf("%s: a categorical split has categories only", where)
-				}
-				if !slices.IsSorted(n.Categories) || n.Categories[0] < 0 || n.Categories[len(n.Categories)-1] >= c {
-					return fmt.Errorf("%s: categories %v: want sorted codes 0 to %d", where, n.Categories, c-1)
-				}
-				fn.cat = int32(len(fo.bits))
-				words := make([]uint64, (c+63)/64)
+			case codes[n.Feature] > 0:
+				fn.kind, fn.arg = categorySplit, uint32(len(fo.bits))
+				words := make([]uint64, (codes[n.Feature]+63)/64)
 				for _, k := range n.Categories {
 					words[k/64] |= 1 << (k % 64)
 				}
 				fo.bits = append(fo.bits, words...)
-			} else {
-				if n.Categories != nil || !finite(n.Threshold) {
-					return fmt.Errorf("%s: a numeric split has a finite threshold and no categories", where)
+			default:
+				fn.kind = numericSplit
+				if n.DefaultLeft {
+					fn.kind = numericMissing
 				}
-				fn.thr = n.Threshold
+				r, _ := slices.BinarySearch(fo.cuts[n.Feature], n.Threshold)
+				fn.arg = uint32(r)
 			}
-			fo.nodes = append(fo.nodes, fn)
+			fo.nodes[p.dst] = fn
+			todo = append(todo, place{n.Right, left + 1}, place{n.Left, left})
 		}
 	}
 	return nil
 }
 
-// add adds each tree's leaf for the tree features x to y, in tree order.
-func (fo *Forest) add(y float64, x []float64) float64 {
-	nodes, bits := fo.nodes, fo.bits
-	for _, i := range fo.roots {
-		n := &nodes[i]
-		for n.feat >= 0 {
-			v := x[n.feat]
-			var left bool
-			switch {
-			case n.cat >= 0:
-				k := int(v)
-				left = bits[int(n.cat)+k/64]&(1<<(k%64)) != 0
-			case math.IsNaN(v):
-				left = n.defaultLeft
-			default:
-				left = v <= n.thr
-			}
-			if left {
-				n = &nodes[n.left]
-			} else {
-				n = &nodes[n.right]
-			}
+// checkNode says what is wrong with node i of a tree.
+func checkNode(nodes []Node, i int, codes []int) error {
+	n := nodes[i]
+	if n.Left == 0 {
+		if n.Right != 0 || n.Feature != 0 || n.Threshold != 0 || n.Categories != nil || n.DefaultLeft {
+			return errors.New("a leaf has a value only")
 		}
-		y += n.thr
+		if !finite(n.Value) {
+			return fmt.Errorf("value %v is not a finite number", n.Value)
+		}
+		return nil
+	}
+	switch {
+	case n.Left <= i || n.Right <= i || n.Left >= len(nodes) || n.Right >= len(nodes) || n.Left == n.Right:
+		return fmt.Errorf("children %d and %d: want two distinct nodes after this one", n.Left, n.Right)
+	case n.Feature < 0 || n.Feature >= len(codes):
+		return fmt.Errorf("feature %d: the model has %d tree features", n.Feature, len(codes))
+	case n.Value != 0:
+		return errors.New("a split has no value")
+	}
+	if c := codes[n.Feature]; c > 0 {
+		if n.Threshold != 0 || n.DefaultLeft || len(n.Categories) == 0 {
+			return errors.New("a categorical split has categories only")
+		}
+		if !slices.IsSorted(n.Categories) || n.Categories[0] < 0 || n.Categories[len(n.Categories)-1] >= c {
+			return fmt.Errorf("categories %v: want sorted codes 0 to %d", n.Categories, c-1)
+		}
+		return nil
+	}
+	if n.Categories != nil || !finite(n.Threshold) {
+		return errors.New("a numeric split has a finite threshold and no categories")
+	}
+	return nil
+}
+
+// rank writes the ranks of the tree features x into dst (reused when it
+// has room): a numeric value's rank among its feature's thresholds (the
+// first threshold >= it, so that x <= threshold j exactly when its rank
+// is <= j), missingRank for a missing one; a level code as it is.
+func (fo *Forest) rank(dst []uint32, x []float64) []uint32 {
+	dst = dst[:0]
+	for f, v := range x {
+		switch {
+		case fo.codes[f] > 0:
+			dst = append(dst, uint32(v))
+		case math.IsNaN(v):
+			dst = append(dst, missingRank)
+		default:
+			r, _ := slices.BinarySearch(fo.cuts[f], v)
+			dst = append(dst, uint32(r))
+		}
+	}
+	return dst
+}
+
+// add adds each tree's leaf for the ranked tree features r to y, in tree
+// order.
+func (fo *Forest) add(y float64, r []uint32) float64 {
+	nodes, bits, values := fo.nodes, fo.bits, fo.values
+	for _, i := range fo.roots {
+		n := nodes[i]
+		for n.kind != leafNode {
+			v := r[n.feat]
+			var left bool
+			switch n.kind {
+			case numericSplit:
+				left = v <= n.arg
+			case numericMissing:
+				left = v <= n.arg || v == missingRank
+			default:
+				left = bits[n.arg+v/64]&(1<<(v%64)) != 0
+			}
+			next := n.left
+			if !left {
+				next++
+			}
+			n = nodes[next]
+		}
+		y += values[n.arg]
 	}
 	return y
 }
@@ -175,46 +273,56 @@ func (e *Encoder) codes() []int {
 	return out
 }
 
-// Dense writes the tree features of a row into dst (reused when it has
-// room): NaN for a missing numeric value or date.
-func (e *Encoder) Dense(dst []float64, row []Value) ([]float64, error) {
+// treeValues writes the tree features of a row into s: NaN for a missing
+// numeric value or date; an unknown level is other, and listed in
+// s.Unseen as Encode lists it.
+func (e *Encoder) treeValues(s *Sparse, row []Value) error {
+	s.reset()
+	s.dense = s.dense[:0]
 	if len(row) != e.inputs {
-		return dst, fmt.Errorf("row has %d values, want %d (one per input)", len(row), e.inputs)
+		return fmt.Errorf("row has %d values, want %d (one per input)", len(row), e.inputs)
 	}
-	dst = dst[:0]
-	var key []byte
 	for i := range e.Features {
 		f := &e.Features[i]
 		v := row[f.col]
 		switch f.Kind {
 		case Numeric:
 			if v.Null {
-				dst = append(dst, math.NaN())
+				s.dense = append(s.dense, math.NaN())
 				continue
 			}
 			x, err := f.transform(v)
 			if err != nil {
-				return dst, err
+				return err
 			}
-			dst = append(dst, x)
+			s.dense = append(s.dense, x)
 		case Categorical:
-			key = levelKey(key[:0], v, f.typ)
-			pos, known := f.levels[string(key)]
+			s.key = levelKey(s.key[:0], v, f.typ)
+			pos, known := f.levels[string(s.key)]
 			if !known {
 				pos = len(f.Categorical.Levels)
-			}
-			dst = append(dst, float64(pos))
-		case DateParts:
-			for _, p := range f.Parts {
-				if v.Null {
-					dst = append(dst, math.NaN())
-					continue
+				if len(s.key) > 0 {
+					s.Unseen = append(s.Unseen, i)
 				}
-				dst = append(dst, float64(datePart(p, v.Time(f.typ))))
+			}
+			s.dense = append(s.dense, float64(pos))
+		case DateParts:
+			if v.Null {
+				for range f.Parts {
+					s.dense = append(s.dense, math.NaN())
+				}
+				continue
+			}
+			t := v.Time(f.typ)
+			for _, p := range f.Parts {
+				if _, known := f.partPosition(p, t); !known {
+					s.Unseen = append(s.Unseen, i)
+				}
+				s.dense = append(s.dense, float64(datePart(p, t)))
 			}
 		}
 	}
-	return dst, nil
+	return nil
 }
 
 // levelMap maps each code of a categorical feature of own (levels, then
