@@ -20,11 +20,14 @@ type Forest struct {
 	Trees        []Tree  `json:"trees"`
 
 	// compiled by prepare: every tree's nodes, roots[t] being tree t's
-	// first; the leaves' values; the categorical splits' level sets; each
-	// numeric tree feature's thresholds, so that a row is ranked once and
-	// every split compares integers; and the codes of each tree feature.
+	// first; the depth of each tree, then of each group of lanes trees
+	// (their deepest); the leaves' values; the categorical splits' level
+	// sets; each numeric tree feature's thresholds, so that a row is ranked
+	// once and every split compares integers; and the codes of each tree
+	// feature.
 	nodes  []fnode
 	roots  []int32
+	depths []int32
 	values []float64
 	bits   []uint64
 	cuts   [][]float64
@@ -50,30 +53,34 @@ type Node struct {
 	Value       float64 `json:"v,omitempty"`
 }
 
-// fnode is a node as prediction walks it: 12 bytes, no pointers, the two
+// fnode is a node as prediction walks it: 8 bytes, no pointers, the two
 // children of a split side by side (left, then right), so that 500 trees
-// of 31 leaves stay in a few hundred kB of cache.
+// of 31 leaves stay in a few hundred kB of cache. A node reads one slot of
+// the ranked row (Forest.rank): a numeric split goes right when the slot
+// is above arg, a categorical split when the slot's level code's bit is
+// clear. A leaf reads a slot that is always 0 and is its own left child,
+// so that a walk that has reached it stays there (see add).
 type fnode struct {
-	left int32 // a split's left child; its right child is left+1
-	// arg is a numeric split's threshold as its rank among the feature's
-	// thresholds (Forest.cuts), a categorical split's offset into bits,
-	// a leaf's index into values.
-	arg  uint32
-	kind uint16
-	feat uint16
+	// arg is a numeric split's threshold: its rank among the feature's
+	// thresholds (Forest.cuts), plus 1 when missing values go left; a
+	// categorical split's offset into bits; a leaf's index into values.
+	arg uint32
+	off uint16 // the left child is this many nodes on (a leaf: 0)
+	// slot is the slot a split reads, catSplit added for a categorical
+	// one: 2f for tree feature f, 2f+1 for a numeric split that sends
+	// missing values left. A leaf reads slot 2*(tree features).
+	slot uint16
 }
 
-// The kinds of node.
-const (
-	leafNode       = iota
-	numericSplit   // left when the rank is <= arg; missing goes right
-	numericMissing // the same, missing goes left
-	categorySplit  // left when the level code's bit is set
-)
+// catSplit marks a categorical split's slot.
+const catSplit = 1 << 15
 
 // missingRank is the rank of a missing numeric value: above every
 // threshold's.
 const missingRank = math.MaxUint32
+
+// lanes is how many trees add walks side by side (add names each one).
+const lanes = 8
 
 // prepare checks the trees against the tree features (codes[f] is the
 // number of codes of a categorical one, 0 for a numeric one) and compiles
@@ -82,14 +89,18 @@ func (fo *Forest) prepare(codes []int) error {
 	if !(fo.LearningRate > 0 && fo.LearningRate <= 1) {
 		return fmt.Errorf("learning_rate %v: want a number in (0, 1]", fo.LearningRate)
 	}
-	if len(codes) > math.MaxUint16 {
-		return fmt.Errorf("%d tree features: at most %d", len(codes), math.MaxUint16)
+	if len(codes) >= catSplit/2 {
+		return fmt.Errorf("%d tree features: at most %d", len(codes), catSplit/2-1)
 	}
-	fo.nodes, fo.roots, fo.values, fo.bits = nil, nil, nil, nil
+	fo.nodes, fo.roots, fo.depths, fo.values, fo.bits = nil, nil, nil, nil, nil
 	fo.cuts, fo.codes = make([][]float64, len(codes)), codes
 	for t, tree := range fo.Trees {
 		if len(tree.Nodes) == 0 {
 			return fmt.Errorf("trees[%d]: no nodes", t)
+		}
+		if len(tree.Nodes) > math.MaxUint16 {
+			// A child is fewer nodes on from its parent than the tree has.
+			return fmt.Errorf("trees[%d]: %d nodes: at most %d", t, len(tree.Nodes), math.MaxUint16)
 		}
 		for i, n := range tree.Nodes {
 			if err := checkNode(tree.Nodes, i, codes); err != nil {
@@ -105,8 +116,9 @@ func (fo *Forest) prepare(codes []int) error {
 		fo.cuts[f] = slices.Clip(slices.Compact(c))
 	}
 	type place struct {
-		src int
-		dst int32
+		src   int
+		dst   int32
+		depth int32
 	}
 	var todo []place
 	var seen []bool
@@ -114,7 +126,8 @@ func (fo *Forest) prepare(codes []int) error {
 		root := int32(len(fo.nodes))
 		fo.roots = append(fo.roots, root)
 		fo.nodes = append(fo.nodes, fnode{})
-		todo = append(todo[:0], place{0, root})
+		todo = append(todo[:0], place{0, root, 0})
+		depth := int32(0)
 		seen = append(seen[:0], make([]bool, len(tree.Nodes))...)
 		for len(todo) > 0 {
 			p := todo[len(todo)-1]
@@ -125,32 +138,36 @@ func (fo *Forest) prepare(codes []int) error {
 			seen[p.src] = true
 			n := tree.Nodes[p.src]
 			if n.Left == 0 {
-				fo.nodes[p.dst] = fnode{kind: leafNode, arg: uint32(len(fo.values))}
+				fo.nodes[p.dst] = fnode{arg: uint32(len(fo.values)), slot: uint16(2 * len(codes))}
 				fo.values = append(fo.values, n.Value)
+				depth = max(depth, p.depth)
 				continue
 			}
 			left := int32(len(fo.nodes))
 			fo.nodes = append(fo.nodes, fnode{}, fnode{})
-			fn := fnode{left: left, feat: uint16(n.Feature)}
+			fn := fnode{off: uint16(left - p.dst), slot: uint16(2 * n.Feature)}
 			switch {
 			case codes[n.Feature] > 0:
-				fn.kind, fn.arg = categorySplit, uint32(len(fo.bits))
+				fn.slot, fn.arg = fn.slot|catSplit, uint32(len(fo.bits))
 				words := make([]uint64, (codes[n.Feature]+63)/64)
 				for _, k := range n.Categories {
 					words[k/64] |= 1 << (k % 64)
 				}
 				fo.bits = append(fo.bits, words...)
 			default:
-				fn.kind = numericSplit
-				if n.DefaultLeft {
-					fn.kind = numericMissing
-				}
 				r, _ := slices.BinarySearch(fo.cuts[n.Feature], n.Threshold)
 				fn.arg = uint32(r)
+				if n.DefaultLeft {
+					fn.slot, fn.arg = fn.slot+1, fn.arg+1
+				}
 			}
 			fo.nodes[p.dst] = fn
-			todo = append(todo, place{n.Right, left + 1}, place{n.Left, left})
+			todo = append(todo, place{n.Right, left + 1, p.depth + 1}, place{n.Left, left, p.depth + 1})
 		}
+		fo.depths = append(fo.depths, depth)
+	}
+	for t := 0; t+lanes <= len(fo.Trees); t += lanes {
+		fo.depths = append(fo.depths, slices.Max(fo.depths[t:t+lanes]))
 	}
 	return nil
 }
@@ -190,50 +207,78 @@ func checkNode(nodes []Node, i int, codes []int) error {
 	return nil
 }
 
-// rank writes the ranks of the tree features x into dst (reused when it
-// has room): a numeric value's rank among its feature's thresholds (the
-// first threshold >= it, so that x <= threshold j exactly when its rank
-// is <= j), missingRank for a missing one; a level code as it is.
+// rank writes the slots the nodes read for the tree features x into dst
+// (reused when it has room), two per feature: a numeric value's rank among
+// its feature's thresholds (the first threshold >= it, so that x <=
+// threshold j exactly when its rank is <= j), missingRank for a missing
+// one, then the rank plus 1, 0 for a missing one (so that it is below
+// every threshold plus 1); a level code, twice. Then the 0 the leaves
+// read.
 func (fo *Forest) rank(dst []uint32, x []float64) []uint32 {
 	dst = dst[:0]
 	for f, v := range x {
 		switch {
 		case fo.codes[f] > 0:
-			dst = append(dst, uint32(v))
+			dst = append(dst, uint32(v), uint32(v))
 		case math.IsNaN(v):
-			dst = append(dst, missingRank)
+			dst = append(dst, missingRank, 0)
 		default:
 			r, _ := slices.BinarySearch(fo.cuts[f], v)
-			dst = append(dst, uint32(r))
+			dst = append(dst, uint32(r), uint32(r)+1)
 		}
 	}
-	return dst
+	return append(dst, 0)
 }
 
-// add adds each tree's leaf for the ranked tree features r to y, in tree
-// order.
+// next is where node i sends the ranked row r: one step of a walk (a leaf
+// sends it to itself). A numeric split, left or right, is no branch.
+func next(nodes []fnode, bits []uint64, r []uint32, i int32) int32 {
+	n := nodes[i]
+	v := r[n.slot&(catSplit-1)]
+	i += int32(n.off)
+	if n.slot >= catSplit {
+		return i + int32(uint32(^bits[n.arg+v>>6]>>(v&63))&1)
+	}
+	return i + int32((uint64(n.arg)-uint64(v))>>63) // 1 when v > arg
+}
+
+// add adds each tree's leaf for the ranked row r to y, in tree order. It
+// walks lanes trees at a time, side by side, so that the processor follows
+// their independent paths at once instead of waiting on one; each walks as
+// many steps as the deepest of them needs, a shallower one waiting at its
+// leaf. The rest of the trees are walked one by one.
 func (fo *Forest) add(y float64, r []uint32) float64 {
-	nodes, bits, values := fo.nodes, fo.bits, fo.values
-	for _, i := range fo.roots {
-		n := nodes[i]
-		for n.kind != leafNode {
-			v := r[n.feat]
-			var left bool
-			switch n.kind {
-			case numericSplit:
-				left = v <= n.arg
-			case numericMissing:
-				left = v <= n.arg || v == missingRank
-			default:
-				left = bits[n.arg+v/64]&(1<<(v%64)) != 0
-			}
-			next := n.left
-			if !left {
-				next++
-			}
-			n = nodes[next]
+	nodes, bits, values, roots := fo.nodes, fo.bits, fo.values, fo.roots
+	t := 0
+	for _, d := range fo.depths[len(roots):] {
+		g := roots[t : t+lanes : t+lanes]
+		a0, a1, a2, a3, a4, a5, a6, a7 := g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]
+		for ; d > 0; d-- {
+			a0 = next(nodes, bits, r, a0)
+			a1 = next(nodes, bits, r, a1)
+			a2 = next(nodes, bits, r, a2)
+			a3 = next(nodes, bits, r, a3)
+			a4 = next(nodes, bits, r, a4)
+			a5 = next(nodes, bits, r, a5)
+			a6 = next(nodes, bits, r, a6)
+			a7 = next(nodes, bits, r, a7)
 		}
-		y += values[n.arg]
+		y += values[nodes[a0].arg]
+		y += values[nodes[a1].arg]
+		y += values[nodes[a2].arg]
+		y += values[nodes[a3].arg]
+		y += values[nodes[a4].arg]
+		y += values[nodes[a5].arg]
+		y += values[nodes[a6].arg]
+		y += values[nodes[a7].arg]
+		t += lanes
+	}
+	for ; t < len(roots); t++ {
+		i := roots[t]
+		for d := fo.depths[t]; d > 0; d-- {
+			i = next(nodes, bits, r, i)
+		}
+		y += values[nodes[i].arg]
 	}
 	return y
 }
