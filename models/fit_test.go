@@ -352,11 +352,12 @@ func sparcs(t *testing.T) (*contract.Hospital, [][]models.Value, []models.Column
 		t.Fatal(err)
 	}
 	cols := h.InputColumns()
+	file := h.Table(h.Training.Table).Columns // cols, as the file writes them
 	var rows [][]models.Value
 	for i, rec := range records[1:] {
 		row := make([]models.Value, len(cols))
 		for j := range cols {
-			v, ferr := cols[j].ParseText(rec[j])
+			v, ferr := file[j].ParseText(rec[j])
 			if ferr != nil {
 				t.Fatalf("row %d: %v", i+1, ferr)
 			}

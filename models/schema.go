@@ -36,31 +36,22 @@ var Types = []Type{String, Int, Float, Bool, Date, Timestamp}
 func (t Type) Numeric() bool { return t != String }
 
 // Column describes one raw column: its type and the rules a value must meet.
-// Contracts use it for the columns of an extract (pipelines/ingest validates
-// every cell with it) and artifacts use it for the inputs a model accepts
-// (serving validates every request field with it).
+// Contracts use it for the columns of an extract (internal/contract's Column
+// embeds it, with what only the file needs; pipelines/ingest validates every
+// cell with it) and artifacts use it for the inputs a model accepts (serving
+// validates every request field with it).
 type Column struct {
-	Name string `yaml:"name" json:"name"`
-	// Header is the column's name in the file when it differs from Name
-	// (an extract with awkward or empty headers: header: "" names a
-	// column whose header is empty). Ingest only.
-	Header   *string  `yaml:"header,omitempty" json:"-"`
-	Type     Type     `yaml:"type" json:"type"`
-	Required bool     `yaml:"required,omitempty" json:"required,omitempty"`
-	Min      *float64 `yaml:"min,omitempty" json:"min,omitempty"`
-	Max      *float64 `yaml:"max,omitempty" json:"max,omitempty"`
-	Allowed  []string `yaml:"allowed,omitempty" json:"allowed,omitempty"`
-	Pattern  string   `yaml:"pattern,omitempty" json:"pattern,omitempty"`
+	Name     string   `json:"name"`
+	Type     Type     `json:"type"`
+	Required bool     `json:"required,omitempty"`
+	Min      *float64 `json:"min,omitempty"`
+	Max      *float64 `json:"max,omitempty"`
+	Allowed  []string `json:"allowed,omitempty"`
+	Pattern  string   `json:"pattern,omitempty"`
 	// Format is the layout of a date or timestamp in an extract, with the
 	// tokens YYYY, MM, DD, hh, mm, ss (default YYYY-MM-DD for dates and
 	// RFC 3339 for timestamps).
-	Format string `yaml:"format,omitempty" json:"format,omitempty"`
-	// Thousands is a thousands separator that numbers in the extract may
-	// carry ("108,429.42"). Ingest only.
-	Thousands string `yaml:"thousands,omitempty" json:"-"`
-	// Missing lists the spellings of a missing value in the extract; the
-	// empty string always counts as missing.
-	Missing []string `yaml:"missing,omitempty" json:"-"`
+	Format string `json:"format,omitempty"`
 
 	re      *regexp.Regexp
 	layout  string
@@ -213,34 +204,15 @@ func (c *Column) fail(raw, reason string) *FieldError {
 	return &FieldError{Column: c.Name, Value: raw, Reason: reason}
 }
 
-// FileHeader is the column's name in an extract's header row.
-func (c *Column) FileHeader() string {
-	if c.Header != nil {
-		return *c.Header
-	}
-	return c.Name
-}
-
-// IsMissing reports whether raw spells a missing value in an extract.
-func (c *Column) IsMissing(raw string) bool {
-	if raw == "" {
-		return true
-	}
-	for _, m := range c.Missing {
-		if raw == m {
-			return true
-		}
-	}
-	return false
-}
-
-// ParseText parses one cell of an extract and checks it against the
-// column's rules.
+// ParseText parses one value written as text (the empty string is a
+// missing value) and checks it against the column's rules. An extract's
+// cells come through internal/contract's Column, which knows the file's
+// spellings of a missing value and its thousands separator.
 func (c *Column) ParseText(raw string) (Value, *FieldError) {
 	if !utf8.ValidString(raw) {
 		return Missing, c.fail("", "not valid UTF-8")
 	}
-	if c.IsMissing(raw) {
+	if raw == "" {
 		if c.Required {
 			return Missing, c.fail("", "required value is missing")
 		}
@@ -259,9 +231,6 @@ func (c *Column) parse(raw string) (Value, *FieldError) {
 	case String:
 		return Value{Str: raw}, nil
 	case Int, Float:
-		if c.Thousands != "" {
-			s = strings.ReplaceAll(s, c.Thousands, "")
-		}
 		f, err := strconv.ParseFloat(s, 64)
 		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
 			return Missing, c.fail(raw, "not a number")

@@ -34,17 +34,17 @@ var DatePartNames = []string{"year", "quarter", "month", "week", "dow", "dom"}
 // Feature is one feature of a model, as a contract declares it.
 type Feature struct {
 	// Name of the feature; defaults to Column.
-	Name string `yaml:"name,omitempty" json:"name"`
+	Name string `json:"name"`
 	// Column is the input column it reads; defaults to Name.
-	Column string      `yaml:"column,omitempty" json:"column"`
-	Kind   FeatureKind `yaml:"kind" json:"kind"`
+	Column string      `json:"column"`
+	Kind   FeatureKind `json:"kind"`
 	// Transform of a numeric feature before standardising: none, log, log1p.
-	Transform string `yaml:"transform,omitempty" json:"transform,omitempty"`
+	Transform string `json:"transform,omitempty"`
 	// MinCount of a categorical level in the training rows; rarer levels go
 	// to "other". Default 1.
-	MinCount int `yaml:"min_count,omitempty" json:"min_count,omitempty"`
+	MinCount int `json:"min_count,omitempty"`
 	// Parts of a date feature (see DatePartNames). Default [month, dow].
-	Parts []string `yaml:"parts,omitempty" json:"parts,omitempty"`
+	Parts []string `json:"parts,omitempty"`
 }
 
 // Normalize fills in the defaults and checks the feature's definition

@@ -36,6 +36,7 @@ func fitSPARCS(t *testing.T) modeltest.Fitted {
 		t.Fatal(err)
 	}
 	cols := h.InputColumns()
+	file := h.Table(h.Training.Table).Columns // cols, as the file writes them
 	index := func(name string) int {
 		return slices.IndexFunc(cols, func(c models.Column) bool { return c.Name == name })
 	}
@@ -46,13 +47,13 @@ func fitSPARCS(t *testing.T) modeltest.Fitted {
 		c := models.Case{Row: make([]models.Value, len(spec.Inputs))}
 		for j, in := range spec.Inputs {
 			k := index(in.Name)
-			v, ferr := cols[k].ParseText(rec[k])
+			v, ferr := file[k].ParseText(rec[k])
 			if ferr != nil {
 				t.Fatalf("row %d: %v", i+1, ferr)
 			}
 			c.Row[j] = v
 		}
-		tv, ferr := cols[target].ParseText(rec[target])
+		tv, ferr := file[target].ParseText(rec[target])
 		if ferr != nil {
 			t.Fatalf("row %d: %v", i+1, ferr)
 		}

@@ -60,12 +60,23 @@ func yamlMessage(err error) string {
 			if j := strings.Index(m, " not found in type "); j >= 0 && strings.Contains(m, "field ") {
 				m = strings.Replace(m[:j], "field ", "unknown key ", 1)
 			}
+			for from, to := range modelTypes {
+				if rest, ok := strings.CutSuffix(m, from); ok {
+					m = rest + to
+				}
+			}
 			msgs[i] = m
 		}
 		return strings.Join(msgs, "; ")
 	}
 	return strings.TrimPrefix(err.Error(), "yaml: ")
 }
+
+// modelTypes maps the contract's YAML shapes of models' types to those
+// types, at the end of the parser's other messages ("cannot unmarshal !!str
+// `x` into contract.Column"): the messages name models.Column and
+// models.Feature, whichever package holds their YAML keys.
+var modelTypes = map[string]string{"contract.Column": "models.Column", "contract.feature": "models.Feature"}
 
 // LoadAll loads every hospitals/<id>/hospital.yaml under dir, sorted by id.
 func LoadAll(dir string) ([]*Hospital, error) {

@@ -24,8 +24,8 @@ type Table struct {
 	Delimiter string `yaml:"delimiter"`
 	// Key columns: unique within a file, and the upsert key in the
 	// database (a correction file that re-sends a key replaces the row).
-	Key     []string        `yaml:"key"`
-	Columns []models.Column `yaml:"columns"`
+	Key     []string `yaml:"key"`
+	Columns []Column `yaml:"columns"`
 	// Joins from this table to others (training joins them into one row).
 	Joins []Join `yaml:"joins"`
 	// TimeColumn orders the table's rows in time (freshness checks).
@@ -58,7 +58,7 @@ func (h *Hospital) Table(name string) *Table {
 }
 
 // Column returns the column with the given name, or nil.
-func (t *Table) Column(name string) *models.Column {
+func (t *Table) Column(name string) *Column {
 	for i := range t.Columns {
 		if t.Columns[i].Name == name {
 			return &t.Columns[i]
@@ -119,7 +119,7 @@ func (h *Hospital) joinedRow(main *Table) ([]joinedColumn, error) {
 		row = append(row, joinedColumn{c, table})
 	}
 	for _, c := range main.Columns {
-		add(c, main.Name)
+		add(c.Column, main.Name)
 	}
 	for _, j := range main.Joins {
 		other := h.Table(j.Table)
@@ -129,7 +129,7 @@ func (h *Hospital) joinedRow(main *Table) ([]joinedColumn, error) {
 		}
 		for _, c := range other.Columns {
 			if !joined[c.Name] {
-				add(c, other.Name)
+				add(c.Column, other.Name)
 			}
 		}
 	}
@@ -221,7 +221,7 @@ func (t *Table) normalize() error {
 	}
 	if err := checkTimeColumn(t.TimeColumn, func(name string) (*models.Column, error) {
 		if c := t.Column(name); c != nil {
-			return c, nil
+			return &c.Column, nil
 		}
 		return nil, fmt.Errorf("time_column: column %q is not declared", name)
 	}); err != nil {

@@ -23,9 +23,9 @@ type Training struct {
 	// cases on both sides.
 	GroupColumn string `yaml:"group_column"`
 	// TargetTransform: log (default), log1p or none.
-	TargetTransform string           `yaml:"target_transform"`
-	Cleaning        []CleaningRule   `yaml:"cleaning"`
-	Features        []models.Feature `yaml:"features"`
+	TargetTransform string         `yaml:"target_transform"`
+	Cleaning        []CleaningRule `yaml:"cleaning"`
+	Features        Features       `yaml:"features"`
 	// Segments are columns that the report breaks metrics down by.
 	Segments    []string    `yaml:"segments"`
 	Model       Model       `yaml:"model"`
@@ -35,6 +35,34 @@ type Training struct {
 	// MinRows is the fewest training rows a model may be fitted on
 	// (default 200).
 	MinRows int `yaml:"min_rows"`
+}
+
+// Features holds the model's features as models takes them; a contract
+// writes each in feature's shape.
+type Features []models.Feature
+
+// feature is the contract's shape of a models.Feature (which has no YAML
+// keys of its own): the same fields, so that one converts to the other.
+type feature struct {
+	Name      string             `yaml:"name,omitempty"`
+	Column    string             `yaml:"column,omitempty"`
+	Kind      models.FeatureKind `yaml:"kind"`
+	Transform string             `yaml:"transform,omitempty"`
+	MinCount  int                `yaml:"min_count,omitempty"`
+	Parts     []string           `yaml:"parts,omitempty"`
+}
+
+// UnmarshalYAML reads the features through the decoder it is called from,
+// so that an unknown key stays an error (yaml.Node's Decode would start a
+// lenient decoder).
+func (fs *Features) UnmarshalYAML(unmarshal func(any) error) error {
+	var in []feature
+	err := unmarshal(&in)
+	*fs = make(Features, len(in))
+	for i, f := range in {
+		(*fs)[i] = models.Feature(f)
+	}
+	return err
 }
 
 // CleaningRule is one rule of Training.Cleaning; exactly one field is set.

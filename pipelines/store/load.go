@@ -260,7 +260,7 @@ func duplicateKey(ctx context.Context, tx *sql.Tx, from string, t *contract.Tabl
 
 // checkRow passes on the stream's error, or refuses a row that does not
 // fit the table (n rows came before it).
-func checkRow(n int64, row []models.Value, err error, cols []models.Column) error {
+func checkRow(n int64, row []models.Value, err error, cols []contract.Column) error {
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/wardml/ward/internal/contract"
 	"github.com/wardml/ward/models"
 )
 
@@ -70,7 +71,7 @@ func appendField(buf []byte, t models.Type, v models.Value) []byte {
 type copyEncoder struct {
 	ctx    context.Context
 	next   func() ([]models.Value, error, bool)
-	cols   []models.Column
+	cols   []contract.Column
 	keyIdx []int
 	ward   []byte
 	rows   *spoolFile

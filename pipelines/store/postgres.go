@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/wardml/ward/internal/contract"
 	"github.com/wardml/ward/models"
 )
 
@@ -86,7 +87,7 @@ func (p *postgres) load(ctx context.Context, conn *sql.Conn, tx *sql.Tx, def tab
 		keyCols = append(keyCols, t.TimeColumn)
 	}
 	for _, k := range keyCols {
-		enc.keyIdx = append(enc.keyIdx, slices.IndexFunc(t.Columns, func(c models.Column) bool { return c.Name == k }))
+		enc.keyIdx = append(enc.keyIdx, slices.IndexFunc(t.Columns, func(c contract.Column) bool { return c.Name == k }))
 	}
 	period := models.Missing
 	if spec.period != "" {

@@ -24,7 +24,7 @@ const (
 )
 
 // periodCol is periodColumn as a column, for ward_columns.
-var periodCol = models.Column{Name: periodColumn, Type: models.String}
+var periodCol = contract.Column{Column: models.Column{Name: periodColumn, Type: models.String}}
 
 // maxIdent is PostgreSQL's limit on an identifier, in bytes; a longer name
 // would be cut silently, and two tables could end up with one name.
@@ -114,7 +114,7 @@ func readRegistry(ctx context.Context, q querier, name string) (registered, erro
 // is to be created, or columns added to it. A changed type or key is an
 // error that says what to do, because changing either would rewrite the
 // rows already loaded.
-func plan(def tableDef, reg registered) (create bool, add []models.Column, err error) {
+func plan(def tableDef, reg registered) (create bool, add []contract.Column, err error) {
 	if !reg.exists {
 		return true, nil, nil
 	}

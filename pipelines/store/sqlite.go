@@ -12,6 +12,7 @@ import (
 	msqlite "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/wardml/ward/internal/contract"
 	"github.com/wardml/ward/models"
 )
 
@@ -153,7 +154,7 @@ func (d *sqlite) load(ctx context.Context, _ *sql.Conn, tx *sql.Tx, def tableDef
 	return c, nil
 }
 
-func (d *sqlite) stage(ctx context.Context, tx *sql.Tx, cols []models.Column, rows Rows) (int64, error) {
+func (d *sqlite) stage(ctx context.Context, tx *sql.Tx, cols []contract.Column, rows Rows) (int64, error) {
 	width := len(cols) + 1
 	per := max(1, min(500, maxParams/width))
 	batch, err := tx.PrepareContext(ctx, insertValues(stagingTable, cols, per))
@@ -189,7 +190,7 @@ func (d *sqlite) stage(ctx context.Context, tx *sql.Tx, cols []models.Column, ro
 
 // insertValues is an INSERT of rows rows into the staging table: the
 // columns, then each row's place in the stream.
-func insertValues(table string, cols []models.Column, rows int) string {
+func insertValues(table string, cols []contract.Column, rows int) string {
 	names := make([]string, len(cols), len(cols)+1)
 	for i, c := range cols {
 		names[i] = c.Name

@@ -265,7 +265,7 @@ func TestEnsureTableCreatesAddsAndRefusesTypeChanges(t *testing.T) {
 			t.Fatal(err)
 		}
 		wider := *cases
-		wider.Columns = append(append([]models.Column{}, cases.Columns...), models.Column{Name: "ward_class", Type: models.String})
+		wider.Columns = append(append([]contract.Column{}, cases.Columns...), contract.Column{Column: models.Column{Name: "ward_class", Type: models.String}})
 		if err := wider.Columns[len(wider.Columns)-1].Prepare(); err != nil {
 			t.Fatal(err)
 		}
@@ -286,7 +286,7 @@ func TestEnsureTableCreatesAddsAndRefusesTypeChanges(t *testing.T) {
 
 		// A type change is refused, and says what to do.
 		changed := *cases
-		changed.Columns = append([]models.Column{}, cases.Columns...)
+		changed.Columns = append([]contract.Column{}, cases.Columns...)
 		changed.Columns[4].Type = models.Float // age: int -> float
 		err := s.EnsureTable(ctx, h.ID, &changed)
 		if err == nil {
@@ -305,7 +305,7 @@ func TestEnsureTableCreatesAddsAndRefusesTypeChanges(t *testing.T) {
 		}
 		// A contract column may not take ward's own names.
 		own := *cases
-		own.Columns = append(append([]models.Column{}, cases.Columns...), models.Column{Name: "_ward_file", Type: models.String})
+		own.Columns = append(append([]contract.Column{}, cases.Columns...), contract.Column{Column: models.Column{Name: "_ward_file", Type: models.String}})
 		if err := s.EnsureTable(ctx, h.ID, &own); err == nil {
 			t.Fatal("EnsureTable accepted a column named _ward_file")
 		}

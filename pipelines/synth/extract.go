@@ -19,7 +19,7 @@ func encodeCSV(w io.Writer, t *table, rows []row, delimiter rune) error {
 	cw.Comma = delimiter
 	rec := make([]string, len(t.columns))
 	for i, c := range t.columns {
-		rec[i] = c.FileHeader()
+		rec[i] = c.Name
 	}
 	if err := cw.Write(rec); err != nil {
 		return err

@@ -68,7 +68,7 @@ func readExtracts(t testing.TB, out string, h *contract.Hospital) []extractFile 
 // a row with a cell that does not pass, or whose key an earlier row of the
 // file already had, is rejected.
 func (f extractFile) parse() (good [][]models.Value, rejected int) {
-	key := slices.IndexFunc(f.table.Columns, func(c models.Column) bool { return c.Name == f.table.Key[0] })
+	key := slices.IndexFunc(f.table.Columns, func(c contract.Column) bool { return c.Name == f.table.Key[0] })
 	seen := map[string]bool{}
 row:
 	for _, rec := range f.rows {
@@ -117,7 +117,7 @@ func joinCases(t testing.TB, h *contract.Hospital, files []extractFile) (ds *dat
 			rows = map[string][]models.Value{}
 			byTable[f.table.Name] = rows
 		}
-		key := slices.IndexFunc(f.table.Columns, func(c models.Column) bool { return c.Name == f.table.Key[0] })
+		key := slices.IndexFunc(f.table.Columns, func(c contract.Column) bool { return c.Name == f.table.Key[0] })
 		good, bad := f.parse()
 		rejected += bad
 		for _, vals := range good {

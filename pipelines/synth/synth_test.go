@@ -103,7 +103,7 @@ func TestContractsDescribeTheFiles(t *testing.T) {
 			if ct == nil {
 				t.Fatalf("%s: no table %s", h.ID, tb.name)
 			}
-			if !reflect.DeepEqual(stripped(ct.Columns), stripped(tb.columns)) {
+			if !reflect.DeepEqual(stripped(modelColumns(ct.Columns)), stripped(tb.columns)) {
 				t.Errorf("%s: table %s columns differ from synth's:\n%+v\n%+v", h.ID, tb.name, ct.Columns, tb.columns)
 			}
 		}
@@ -138,6 +138,15 @@ func TestContractsDescribeTheFiles(t *testing.T) {
 	if hs[0].ID != "hillcrest" || sum.Hospitals[0].ID != "st-olaf" || sum.Hospitals[0].Encryption != "openpgp" || sum.Hospitals[1].Encryption != "age" {
 		t.Errorf("mixed group: %+v", sum.Hospitals)
 	}
+}
+
+// modelColumns are the model columns of a contract table's columns.
+func modelColumns(cols []contract.Column) []models.Column {
+	out := make([]models.Column, len(cols))
+	for i, c := range cols {
+		out[i] = c.Column
+	}
+	return out
 }
 
 // stripped drops what Prepare compiles, to compare definitions.
@@ -347,7 +356,7 @@ func TestShockMultipliesOneHospitalFromItsMonth(t *testing.T) {
 		if len(a) != len(b) {
 			t.Fatalf("%s: %d files, %d with the shock", h.ID, len(a), len(b))
 		}
-		billIdx := slices.IndexFunc(h.Table("cases").Columns, func(c models.Column) bool { return c.Name == "total_bill" })
+		billIdx := slices.IndexFunc(h.Table("cases").Columns, func(c contract.Column) bool { return c.Name == "total_bill" })
 		for i := range a {
 			if a[i].name != b[i].name || len(a[i].rows) != len(b[i].rows) {
 				t.Fatalf("%s: %s (%d rows) vs %s (%d rows)", h.ID, a[i].name, len(a[i].rows), b[i].name, len(b[i].rows))

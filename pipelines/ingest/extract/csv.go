@@ -9,6 +9,7 @@ import (
 	"io"
 	"slices"
 
+	"github.com/wardml/ward/internal/contract"
 	"github.com/wardml/ward/models"
 )
 
@@ -20,7 +21,7 @@ type decoder interface {
 	// is rejected); err stops the file; io.EOF ends it.
 	next() (rowErr error, err error)
 	// parse reads the file's column i of the current row as column c.
-	parse(i int, c *models.Column) (models.Value, *models.FieldError)
+	parse(i int, c *contract.Column) (models.Value, *models.FieldError)
 	// raw is the current row's cells as text, for the rejected-rows file;
 	// the caller may keep it.
 	raw() []string
@@ -121,7 +122,7 @@ func (d *csvDecoder) next() (error, error) {
 	return fmt.Errorf("%v (at byte %d of the line)", pe.Err, pe.Column), nil
 }
 
-func (d *csvDecoder) parse(i int, c *models.Column) (models.Value, *models.FieldError) {
+func (d *csvDecoder) parse(i int, c *contract.Column) (models.Value, *models.FieldError) {
 	return c.ParseText(d.rec[i])
 }
 

@@ -365,7 +365,7 @@ type parsed struct {
 // fileOrder puts a parsed row back in the file's column order, as text:
 // the cells of a row rejected after parsing (a duplicate key), whose
 // original text the parse stage no longer holds.
-func fileOrder(row []models.Value, idx []int, n int, cols []models.Column) []string {
+func fileOrder(row []models.Value, idx []int, n int, cols []contract.Column) []string {
 	out := make([]string, n)
 	for j, i := range idx {
 		out[i] = row[j].Format(cols[j].Type)
@@ -383,7 +383,7 @@ const batchRows = 256
 
 // parse is the first stage: it reads rows and parses their cells until the
 // file ends, fails, or done is closed. A cell over maxCell stops the file.
-func parse(dec decoder, hdr []string, idx []int, cols []models.Column, maxCell contract.ByteSize, out chan<- batch, done <-chan struct{}) {
+func parse(dec decoder, hdr []string, idx []int, cols []contract.Column, maxCell contract.ByteSize, out chan<- batch, done <-chan struct{}) {
 	defer close(out)
 	var slab []models.Value
 	for {

@@ -167,7 +167,7 @@ func (d *parquetDecoder) raw() []string {
 	return out
 }
 
-func (d *parquetDecoder) parse(i int, c *models.Column) (models.Value, *models.FieldError) {
+func (d *parquetDecoder) parse(i int, c *contract.Column) (models.Value, *models.FieldError) {
 	v := d.row[i]
 	if v.IsNull() {
 		return models.Missing, c.Check(models.Missing)
@@ -233,7 +233,7 @@ func (d *parquetDecoder) parse(i int, c *models.Column) (models.Value, *models.F
 	return fail("a number in the file, want " + string(c.Type))
 }
 
-func checked(c *models.Column, v models.Value) (models.Value, *models.FieldError) {
+func checked(c *contract.Column, v models.Value) (models.Value, *models.FieldError) {
 	if ferr := c.Check(v); ferr != nil {
 		return models.Missing, ferr
 	}
@@ -241,7 +241,7 @@ func checked(c *models.Column, v models.Value) (models.Value, *models.FieldError
 }
 
 // timeValue maps a Parquet DATE or TIMESTAMP to a date or timestamp column.
-func timeValue(c *models.Column, t time.Time, fail func(string) (models.Value, *models.FieldError)) (models.Value, *models.FieldError) {
+func timeValue(c *contract.Column, t time.Time, fail func(string) (models.Value, *models.FieldError)) (models.Value, *models.FieldError) {
 	switch c.Type {
 	case models.Date:
 		return checked(c, models.DateValue(t))
