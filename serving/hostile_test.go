@@ -144,7 +144,7 @@ func TestRequestsBeyondTheTurnsAreRefusedBriefly(t *testing.T) {
 		if code == http.StatusOK {
 			break
 		}
-		if code != http.StatusServiceUnavailable || time.Since(began) > 10*time.Second {
+		if code != http.StatusServiceUnavailable || time.Since(began) > 15*time.Second {
 			t.Fatalf("while a body stalls: %d after %s", code, time.Since(began))
 		}
 	}
