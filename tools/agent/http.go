@@ -156,68 +156,8 @@ func (a *Agent) forward(w http.ResponseWriter, r *http.Request) {
 	// answer streams back; an HTTP/1 handler that writes before it has
 	// read the whole body must say so, or the server cuts the body short
 	// and the copy to the model server fails mid-answer (golang/go#40747).
-	proxyGuarded(w, r, b.proxy)
-}
-
-// proxyGuarded serves r with proxy, full duplex.
-func proxyGuarded(w http.ResponseWriter, r *http.Request, proxy http.Handler) {
-	rc := http.NewResponseController(w)
-	_ = rc.EnableFullDuplex()
-	// A model server may answer before the whole body came (a 400, a 413):
-	// the proxy then returns while its transport may still be reading the
-	// body, and net/http, which reads what is left of it to reuse the
-	// connection, must not read at the same time (it panics: "invalid
-	// concurrent Body.Read call"). So the body is read through a guard:
-	// once the proxy returns, a read still waiting is ended by a deadline
-	// and waited for, and no other starts.
-	body := &guardedBody{r: r.Body}
-	r.Body = body
-	proxy.ServeHTTP(w, r)
-	if body.stop() {
-		_ = rc.SetReadDeadline(time.Now())
-	}
-	body.wait()
-}
-
-// guardedBody is a request body that the proxy's transport reads, which
-// the handler can stop reading when it returns.
-type guardedBody struct {
-	r       io.ReadCloser
-	reading sync.Mutex // held during a Read
-	state   sync.Mutex // guards stopped, and is held while a Read begins
-	stopped bool
-}
-
-func (g *guardedBody) Read(p []byte) (int, error) {
-	g.state.Lock()
-	if g.stopped {
-		g.state.Unlock()
-		return 0, io.ErrUnexpectedEOF
-	}
-	g.reading.Lock()
-	g.state.Unlock()
-	defer g.reading.Unlock()
-	return g.r.Read(p)
-}
-
-func (g *guardedBody) Close() error { return nil } // net/http closes the real body
-
-// stop refuses every later Read and reports whether one is under way.
-func (g *guardedBody) stop() bool {
-	g.state.Lock()
-	defer g.state.Unlock()
-	g.stopped = true
-	if g.reading.TryLock() {
-		g.reading.Unlock()
-		return false
-	}
-	return true
-}
-
-// wait returns once no Read is under way.
-func (g *guardedBody) wait() {
-	g.reading.Lock()
-	defer g.reading.Unlock()
+	_ = http.NewResponseController(w).EnableFullDuplex()
+	b.proxy.ServeHTTP(w, r)
 }
 
 // maxWebhookBody bounds the body read to check a webhook's signature.
