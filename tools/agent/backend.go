@@ -81,7 +81,8 @@ func (a *Agent) start(ctx context.Context, v *version) (*backend, error) {
 			r.SetURL(target)
 			r.SetXForwarded()
 		},
-		Transport: b.transport,
+		Transport:      b.transport,
+		ModifyResponse: closeIfBodyLeft,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			a.metrics.proxyErrors.Inc()
 			a.log.Warn("proxy: the model server did not answer", "error", err, "url.path", r.URL.Path, "ward.model.version", v.Version)

@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"container/list"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -14,6 +15,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -157,7 +159,57 @@ func (a *Agent) forward(w http.ResponseWriter, r *http.Request) {
 	// read the whole body must say so, or the server cuts the body short
 	// and the copy to the model server fails mid-answer (golang/go#40747).
 	_ = http.NewResponseController(w).EnableFullDuplex()
-	b.proxy.ServeHTTP(w, r)
+	proxyCounted(w, r, b.proxy)
+}
+
+// proxyCounted serves r with proxy (whose ModifyResponse is
+// closeIfBodyLeft), counting what the proxy reads of r's body.
+func proxyCounted(w http.ResponseWriter, r *http.Request, proxy http.Handler) {
+	if r.Body != nil && r.Body != http.NoBody {
+		c := &countedBody{ReadCloser: r.Body, want: r.ContentLength}
+		r = r.WithContext(context.WithValue(r.Context(), countedKey{}, c))
+		r.Body = c
+	}
+	proxy.ServeHTTP(w, r)
+}
+
+// countedKey carries a request's countedBody to the proxy's
+// ModifyResponse (the transport hands that a copy of the request).
+type countedKey struct{}
+
+// countedBody is a request body that knows whether it was read to its end.
+type countedBody struct {
+	io.ReadCloser
+	want int64 // Content-Length, -1 if unknown
+	read atomic.Int64
+	eof  atomic.Bool
+}
+
+func (c *countedBody) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.read.Add(int64(n))
+	if err != nil {
+		c.eof.Store(true)
+	}
+	return n, err
+}
+
+func (c *countedBody) whole() bool {
+	return c.eof.Load() || (c.want >= 0 && c.read.Load() >= c.want)
+}
+
+// closeIfBodyLeft is the proxy's ModifyResponse. A model server may answer
+// before the whole request body came (a 400, a 413): the proxy then
+// returns while its transport may still be reading the body, and if
+// net/http kept the connection for another request it would read it at
+// the same time (a panic it recovers: "invalid concurrent Body.Read
+// call"). Such an answer goes out with Connection: close, so that the
+// connection ends with it.
+func closeIfBodyLeft(resp *http.Response) error {
+	if c, ok := resp.Request.Context().Value(countedKey{}).(*countedBody); ok && !c.whole() {
+		resp.Header.Set("Connection", "close")
+	}
+	return nil
 }
 
 // maxWebhookBody bounds the body read to check a webhook's signature.
