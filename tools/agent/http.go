@@ -181,21 +181,21 @@ type countedKey struct{}
 type countedBody struct {
 	io.ReadCloser
 	want int64 // Content-Length, -1 if unknown
-	read atomic.Int64
-	eof  atomic.Bool
+	read  atomic.Int64
+	ended atomic.Bool // a Read returned an error: io.EOF, or one after which net/http closes the connection anyway
 }
 
 func (c *countedBody) Read(p []byte) (int, error) {
 	n, err := c.ReadCloser.Read(p)
 	c.read.Add(int64(n))
 	if err != nil {
-		c.eof.Store(true)
+		c.ended.Store(true)
 	}
 	return n, err
 }
 
 func (c *countedBody) whole() bool {
-	return c.eof.Load() || (c.want >= 0 && c.read.Load() >= c.want)
+	return c.ended.Load() || (c.want >= 0 && c.read.Load() >= c.want)
 }
 
 // closeIfBodyLeft is the proxy's ModifyResponse. A model server may answer
