@@ -180,7 +180,7 @@ type countedKey struct{}
 // countedBody is a request body that knows whether it was read to its end.
 type countedBody struct {
 	io.ReadCloser
-	want int64 // Content-Length, -1 if unknown
+	want  int64 // Content-Length, -1 if unknown
 	read  atomic.Int64
 	ended atomic.Bool // a Read returned an error: io.EOF, or one after which net/http closes the connection anyway
 }
