@@ -11,6 +11,12 @@ func TreeSum(a *Artifact, s *Sparse, row []Value, mode string) (float64, error) 
 	if mode == "walk" {
 		return walkTrees(a.Forest, a.Intercept, s.dense), nil
 	}
+	if mode == "quick" {
+		var y float64
+		s.ranks = a.Forest.keys(s.ranks, s.dense)
+		y, s.live = a.Forest.quick.add(a.Intercept, s.ranks, s.live)
+		return y, nil
+	}
 	s.ranks = a.Forest.rank(s.ranks, s.dense)
 	if mode == "single" {
 		return a.Forest.addSingle(a.Intercept, s.ranks), nil

@@ -32,6 +32,7 @@ type Forest struct {
 	bits   []uint64
 	cuts   [][]float64
 	codes  []int
+	quick  *scorer // nil: the trees are walked (add)
 }
 
 // Tree is one regression tree; Nodes[0] is its root.
@@ -93,7 +94,7 @@ func (fo *Forest) prepare(codes []int) error {
 		return fmt.Errorf("%d tree features: at most %d", len(codes), catSplit/2-1)
 	}
 	fo.nodes, fo.roots, fo.depths, fo.values, fo.bits = nil, nil, nil, nil, nil
-	fo.cuts, fo.codes = make([][]float64, len(codes)), codes
+	fo.cuts, fo.codes, fo.quick = make([][]float64, len(codes)), codes, nil
 	for t, tree := range fo.Trees {
 		if len(tree.Nodes) == 0 {
 			return fmt.Errorf("trees[%d]: no nodes", t)
@@ -169,6 +170,7 @@ func (fo *Forest) prepare(codes []int) error {
 	for t := 0; t+lanes <= len(fo.Trees); t += lanes {
 		fo.depths = append(fo.depths, slices.Max(fo.depths[t:t+lanes]))
 	}
+	fo.quick = newScorer(fo.Trees, codes, fo.cuts)
 	return nil
 }
 

@@ -35,14 +35,16 @@ func walkTrees(fo *Forest, y float64, x []float64) float64 {
 	return y
 }
 
-// TestAddWalksLikeTheTrees: the compiled trees, walked side by side, add
-// the leaves the trees send a row to, to the bit, for random forests
+// TestAddWalksLikeTheTrees: the compiled trees, walked side by side, and
+// the scorer (for the forests whose trees have at most 48 leaves) add the
+// leaves the trees send a row to, to the bit, for random forests
 // (numeric splits either way for missing values, categorical ones of few
 // and of many levels, trees from a single leaf to deep ones, a number of
 // trees that is not a multiple of lanes) and random rows (missing values,
 // values on and between the thresholds, every level).
 func TestAddWalksLikeTheTrees(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 5))
+	scored := 0
 	for round := range 200 {
 		codes := []int{0, 0, 0, 2, 5, 64, 65, 150}
 		rng.Shuffle(len(codes), func(i, j int) { codes[i], codes[j] = codes[j], codes[i] })
@@ -92,8 +94,25 @@ func TestAddWalksLikeTheTrees(t *testing.T) {
 		if err := fo.prepare(codes); err != nil {
 			t.Fatal(err)
 		}
+		wide := false
+		for _, tr := range fo.Trees {
+			leaves := 0
+			for _, n := range tr.Nodes {
+				if n.Left == 0 {
+					leaves++
+				}
+			}
+			wide = wide || leaves > 48
+		}
+		if (fo.quick == nil) != wide {
+			t.Fatalf("round %d: scorer %v, a tree of over 48 leaves %v", round, fo.quick != nil, wide)
+		}
+		if fo.quick != nil {
+			scored++
+		}
 		x := make([]float64, len(codes))
-		var r []uint32
+		var r, keys []uint32
+		var live []uint64
 		for range 50 {
 			for f, c := range codes {
 				switch {
@@ -113,6 +132,17 @@ func TestAddWalksLikeTheTrees(t *testing.T) {
 			if math.Float64bits(got) != math.Float64bits(want) {
 				t.Fatalf("round %d, %d trees, row %v: add %v, the trees %v", round, len(fo.Trees), x, got, want)
 			}
+			if fo.quick == nil {
+				continue
+			}
+			keys = fo.keys(keys, x)
+			got, live = fo.quick.add(y0, keys, live)
+			if math.Float64bits(got) != math.Float64bits(want) {
+				t.Fatalf("round %d, %d trees, row %v: scorer %v, the trees %v", round, len(fo.Trees), x, got, want)
+			}
 		}
+	}
+	if scored < 20 || scored > 180 {
+		t.Fatalf("%d of 200 forests scored: want both ways tested", scored)
 	}
 }

@@ -38,11 +38,14 @@ func BenchmarkPredict(b *testing.B) {
 }
 
 // BenchmarkTrees: the trees' part of a prediction (the row's tree
-// features, ranked, and the trees), the same row again and again (…1) or
-// 64 rows in turn (…64), walked by add, one compiled tree at a time
-// (single), or the straightforward way (walk). They take turns, 100 rows
-// at a time, and each reports its best time per row: on a shared machine
-// the least disturbed.
+// features, ranked, and the trees), the same row again and again (…1), 64
+// rows in turn (…64), or 64 rows in turn with the caches flushed before
+// each (…cold, as a server meets a row: between requests, the network
+// stack and the client have used the caches), by the scorer (quick),
+// walked by add, one compiled tree at a time (single), or the
+// straightforward way (walk). They take turns, 100 rows at a time, and
+// each reports its best time per row: on a shared machine the least
+// disturbed.
 func BenchmarkTrees(b *testing.B) {
 	spec, h := stOlaf(&testing.T{})
 	spec.Family = models.FamilyGBDT
@@ -57,7 +60,7 @@ func BenchmarkTrees(b *testing.B) {
 		rows[i] = h.cases[i*7].Row
 	}
 	var sp models.Sparse
-	modes := []string{"add", "single", "walk"}
+	modes := []string{"quick", "add", "single", "walk"}
 	for _, row := range rows {
 		want, err := models.TreeSum(a, &sp, row, "walk")
 		if err != nil {
@@ -69,29 +72,34 @@ func BenchmarkTrees(b *testing.B) {
 			}
 		}
 	}
-	best := make([]time.Duration, 2*len(modes))
+	variants := []string{"1", "64", "cold"}
+	junk := make([]byte, 16<<20) // beyond the caches
+	best := make([]time.Duration, len(variants)*len(modes))
 	for i := range best {
 		best[i] = time.Hour
 	}
 	for b.Loop() {
 		for j := range best {
-			mode, many := modes[j/2], j%2 == 1
-			start := time.Now()
+			mode, variant := modes[j/len(variants)], variants[j%len(variants)]
+			var took time.Duration
 			for k := range 100 {
 				row := rows[0]
-				if many {
+				if variant != "1" {
 					row = rows[k&63]
 				}
+				if variant == "cold" {
+					for i := 0; i < len(junk); i += 64 {
+						junk[i]++
+					}
+				}
+				start := time.Now()
 				models.TreeSum(a, &sp, row, mode)
+				took += time.Since(start)
 			}
-			best[j] = min(best[j], time.Since(start)/100)
+			best[j] = min(best[j], took/100)
 		}
 	}
 	for j := range best {
-		rows := "1"
-		if j%2 == 1 {
-			rows = "64"
-		}
-		b.ReportMetric(float64(best[j].Nanoseconds()), modes[j/2]+rows+"-ns/row")
+		b.ReportMetric(float64(best[j].Nanoseconds()), modes[j/len(variants)]+variants[j%len(variants)]+"-ns/row")
 	}
 }
