@@ -210,7 +210,13 @@ func runServe(ctx context.Context) error {
 	}
 	ratio := median(ratios, cpu) / 1e6
 	serverP99 := dur(median(half[1], p99))
-	fmt.Printf("\nthroughput ratio ward-serve / bare: %.2fx (target >= 0.60x); rounds: ", ratio)
+	// The ridge's target is the server's own; a forest of 500 trees must
+	// keep it at 0.8x the limit (issue 16).
+	target := 0.6
+	if serveFlags.trees > 0 {
+		target = 0.8
+	}
+	fmt.Printf("\nthroughput ratio ward-serve / bare: %.2fx (target >= %.2fx); rounds: ", ratio, target)
 	for r := range ratios {
 		fmt.Printf("%.2f ", float64(ratios[r].cpu)/1e6)
 	}
@@ -219,7 +225,7 @@ func runServe(ctx context.Context) error {
 	fmt.Printf("ward-serve p99 at half its max rate: %s (target < 5ms); its own handling time's p99 (its histogram): at most %s\n", serverP99, own)
 	fmt.Printf("ward-serve binary (CGO_ENABLED=0 -trimpath -s -w): %s (target < 25 MiB)\n", mib(st.Size()))
 	fmt.Printf("ward-serve memory after the runs: RSS %s, Go heap in use %s\n", mib(int64(after["process_resident_memory_bytes"])), mib(int64(after["go_memstats_heap_inuse_bytes"])))
-	if ratio < 0.6 || serverP99 >= 5*time.Millisecond || st.Size() >= 25<<20 || failed(full[1])+failed(half[1]) > 0 {
+	if ratio < target || serverP99 >= 5*time.Millisecond || st.Size() >= 25<<20 || failed(full[1])+failed(half[1]) > 0 {
 		return errors.New("a target was missed")
 	}
 	return nil
