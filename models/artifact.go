@@ -544,13 +544,21 @@ func (a *Artifact) Schema() []InputField {
 func (a *Artifact) ParseInput(fields map[string]any, dst []Value) ([]Value, []*FieldError) {
 	row := slices.Grow(dst[:0], len(a.Inputs))[:len(a.Inputs)]
 	var errs []*FieldError
+	present := 0
 	for i := range a.Inputs {
 		c := &a.Inputs[i]
-		v, ferr := c.ParseJSON(fields[c.Name])
+		raw, ok := fields[c.Name]
+		if ok {
+			present++
+		}
+		v, ferr := c.ParseJSON(raw)
 		if ferr != nil {
 			errs = append(errs, ferr)
 		}
 		row[i] = v
+	}
+	if present == len(fields) {
+		return row, errs // no field that is not an input
 	}
 	var unknown []string
 	for k := range fields {

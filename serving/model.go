@@ -30,6 +30,8 @@ type model struct {
 	info []byte
 	// input is the position of each input by name.
 	input map[string]int
+	// names holds each input's name, for flatObject.
+	names map[string]string
 	// batchKey says whether "instances" marks a batch: not when the model
 	// has an input of that name.
 	batchKey bool
@@ -49,10 +51,11 @@ func loadModel(path string) (*model, error) {
 		return nil, fmt.Errorf("model %s: %w", path, err)
 	}
 	sum := sha256.Sum256(data)
-	m := &model{Artifact: a, FileSHA256: hex.EncodeToString(sum[:]), Path: path, LoadedAt: time.Now().UTC(), input: map[string]int{}}
+	m := &model{Artifact: a, FileSHA256: hex.EncodeToString(sum[:]), Path: path, LoadedAt: time.Now().UTC(), input: map[string]int{}, names: map[string]string{}}
 	m.Digest = "sha256:" + m.FileSHA256
 	for i, c := range a.Inputs {
 		m.input[c.Name] = i
+		m.names[c.Name] = c.Name
 	}
 	_, hasInstances := m.input["instances"]
 	m.batchKey = !hasInstances

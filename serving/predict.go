@@ -90,6 +90,7 @@ type scratch struct {
 	sparse models.Sparse
 	row    []models.Value
 	insts  []any
+	obj    map[string]any // the case, when flatObject decodes it
 	recs   []record
 	inputs []byte
 	body   bytes.Buffer // the request's bytes, as read
@@ -414,6 +415,13 @@ func (s *Server) instances(sc *scratch, m *model, body io.Reader) (insts []any, 
 	// The key may be spelt with escapes (\u0069nstances).
 	if m.batchKey && (bytes.Contains(data, []byte("instances")) || bytes.Contains(data, []byte(`\u`))) {
 		return s.stream(sc, data)
+	}
+	if sc.obj == nil || len(sc.obj) > 4*len(m.Inputs)+16 {
+		sc.obj = map[string]any{} // not the map a flood of keys grew
+	}
+	if flatObject(data, sc.obj, m.names) {
+		sc.insts = append(sc.insts, sc.obj)
+		return sc.insts, false, nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
