@@ -474,11 +474,10 @@ func (a *Artifact) Predict(s *Sparse, row []Value) (Prediction, error) {
 		if err := a.Encoder.treeValues(s, row); err != nil {
 			return Prediction{}, err
 		}
+		s.ranks = a.Forest.rank(s.ranks, s.dense)
 		if q := a.Forest.quick; q != nil {
-			s.ranks = a.Forest.keys(s.ranks, s.dense)
 			y, s.live = q.add(y, s.ranks, s.live)
 		} else {
-			s.ranks = a.Forest.rank(s.ranks, s.dense)
 			y = a.Forest.add(y, s.ranks)
 		}
 	} else {

@@ -90,7 +90,7 @@ type Sparse struct {
 
 	key   []byte
 	dense []float64 // the tree features, for a forest
-	ranks []uint32  // and their ranks (Forest.rank) or keys (Forest.keys)
+	ranks []uint32  // and their ranks (Forest.rank)
 	live  []uint64  // the leaves each tree may still reach (scorer.add)
 }
 

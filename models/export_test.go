@@ -1,9 +1,9 @@
 package models
 
 // TreeSum is the forest's part of a prediction for one row: the intercept
-// plus the leaves, walked by add (mode "add"), by a walk of one compiled
-// tree at a time ("single"), or by the straightforward walk of the trees
-// as trained ("walk").
+// plus the leaves, by the scorer (mode "quick"), walked by add ("add"), by
+// a walk of one compiled tree at a time ("single"), or by the
+// straightforward walk of the trees as trained ("walk").
 func TreeSum(a *Artifact, s *Sparse, row []Value, mode string) (float64, error) {
 	if err := a.Encoder.treeValues(s, row); err != nil {
 		return 0, err
@@ -11,13 +11,12 @@ func TreeSum(a *Artifact, s *Sparse, row []Value, mode string) (float64, error) 
 	if mode == "walk" {
 		return walkTrees(a.Forest, a.Intercept, s.dense), nil
 	}
+	s.ranks = a.Forest.rank(s.ranks, s.dense)
 	if mode == "quick" {
 		var y float64
-		s.ranks = a.Forest.keys(s.ranks, s.dense)
 		y, s.live = a.Forest.quick.add(a.Intercept, s.ranks, s.live)
 		return y, nil
 	}
-	s.ranks = a.Forest.rank(s.ranks, s.dense)
 	if mode == "single" {
 		return a.Forest.addSingle(a.Intercept, s.ranks), nil
 	}

@@ -111,7 +111,7 @@ func TestAddWalksLikeTheTrees(t *testing.T) {
 			scored++
 		}
 		x := make([]float64, len(codes))
-		var r, keys []uint32
+		var r []uint32
 		var live []uint64
 		for range 50 {
 			for f, c := range codes {
@@ -135,8 +135,7 @@ func TestAddWalksLikeTheTrees(t *testing.T) {
 			if fo.quick == nil {
 				continue
 			}
-			keys = fo.keys(keys, x)
-			got, live = fo.quick.add(y0, keys, live)
+			got, live = fo.quick.add(y0, r, live)
 			if math.Float64bits(got) != math.Float64bits(want) {
 				t.Fatalf("round %d, %d trees, row %v: scorer %v, the trees %v", round, len(fo.Trees), x, got, want)
 			}

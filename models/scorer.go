@@ -28,19 +28,14 @@ import (
 type scorer struct {
 	// The rules of tree feature f's value k are rules[at[base[f]+k] :
 	// at[base[f]+k+1]], in tree order: k is a level code, a numeric
-	// feature's rank (0 to len(cuts)), or len(cuts)+1 for a missing value.
+	// feature's rank (0 to len(cuts)), or len(cuts)+1 for a missing value
+	// (its rank, missingRank, brought down to the last value).
 	base  []int32
 	at    []int32
 	rules []uint64
 	// first[t] is tree t's leftmost leaf in values.
 	first  []int32
 	values []float64
-}
-
-// ruleOut rules out the leaves of tree that are not in keep.
-type ruleOut struct {
-	keep uint64
-	tree uint32
 }
 
 // maxRules bounds the scorer's rules (8 bytes each): 32 MiB.
@@ -58,7 +53,7 @@ func newScorer(trees []Tree, codes []int, cuts [][]float64) *scorer {
 		}
 		q.base[f+1] = q.base[f] + int32(n)
 	}
-	lists := make([][]ruleOut, q.base[len(codes)])
+	lists := make([][]uint64, q.base[len(codes)])
 	total := 0
 	type split struct {
 		rank    int  // a numeric split's threshold's rank
@@ -82,19 +77,17 @@ func newScorer(trees []Tree, codes []int, cuts [][]float64) *scorer {
 			}
 			lo, mid := span(n.Left)
 			_, hi = span(n.Right)
-			if mid <= 48 {
-				s := split{keep: ^(lowBits(mid) &^ lowBits(lo))}
-				if codes[n.Feature] > 0 {
-					s.set = make([]uint64, (codes[n.Feature]+63)/64)
-					for _, k := range n.Categories {
-						s.set[k/64] |= 1 << (k % 64)
-					}
-				} else {
-					s.rank, _ = slices.BinarySearch(cuts[n.Feature], n.Threshold)
-					s.missing = !n.DefaultLeft
+			s := split{keep: ^(lowBits(mid) &^ lowBits(lo))}
+			if codes[n.Feature] > 0 {
+				s.set = make([]uint64, (codes[n.Feature]+63)/64)
+				for _, k := range n.Categories {
+					s.set[k/64] |= 1 << (k % 64)
 				}
-				byFeature[n.Feature] = append(byFeature[n.Feature], s)
+			} else {
+				s.rank, _ = slices.BinarySearch(cuts[n.Feature], n.Threshold)
+				s.missing = !n.DefaultLeft
 			}
+			byFeature[n.Feature] = append(byFeature[n.Feature], s)
 			return lo, hi
 		}
 		for f := range byFeature {
@@ -111,7 +104,7 @@ func newScorer(trees []Tree, codes []int, cuts [][]float64) *scorer {
 			emit := func(k int, keep uint64) {
 				if keep != ^uint64(0) {
 					l := &lists[int(q.base[f])+k]
-					*l = append(*l, ruleOut{keep, uint32(t)})
+					*l = append(*l, keep&lowBits(48)|uint64(t)<<48)
 					total++
 				}
 			}
@@ -153,9 +146,7 @@ func newScorer(trees []Tree, codes []int, cuts [][]float64) *scorer {
 	q.rules = make([]uint64, 0, total)
 	for _, l := range lists {
 		q.at = append(q.at, int32(len(q.rules)))
-		for _, e := range l {
-			q.rules = append(q.rules, e.keep&lowBits(48)|uint64(e.tree)<<48)
-		}
+		q.rules = append(q.rules, l...)
 	}
 	q.at = append(q.at, int32(len(q.rules)))
 	return q
@@ -169,32 +160,18 @@ func lowBits(n int) uint64 {
 	return 1<<n - 1
 }
 
-// keys writes the row's value index for each tree feature x into dst.
-func (fo *Forest) keys(dst []uint32, x []float64) []uint32 {
-	dst = dst[:0]
-	for f, v := range x {
-		switch {
-		case fo.codes[f] > 0:
-			dst = append(dst, uint32(v))
-		case v != v: // missing
-			dst = append(dst, uint32(len(fo.cuts[f])+1))
-		default:
-			r, _ := slices.BinarySearch(fo.cuts[f], v)
-			dst = append(dst, uint32(r))
-		}
-	}
-	return dst
-}
-
-// add adds each tree's leaf for the row of keys to y, in tree order; live
-// is scratch space (reused when it has room).
-func (q *scorer) add(y float64, keys []uint32, live []uint64) (float64, []uint64) {
+// add adds each tree's leaf for the ranked row r (Forest.rank) to y, in
+// tree order; live is scratch space (reused when it has room).
+func (q *scorer) add(y float64, r []uint32, live []uint64) (float64, []uint64) {
 	live = slices.Grow(live[:0], len(q.first))[:len(q.first)]
 	for i := range live {
 		live[i] = ^uint64(0)
 	}
-	for f, k := range keys {
-		i := q.base[f] + int32(k)
+	for f := range len(q.base) - 1 {
+		// The feature's value: its slot of the ranked row, a missing
+		// value's rank brought down to the feature's last value (which
+		// keeps any value within the feature's lists).
+		i := q.base[f] + int32(min(r[2*f], uint32(q.base[f+1]-q.base[f]-1)))
 		for _, r := range q.rules[q.at[i]:q.at[i+1]] {
 			live[r>>48] &= r
 		}
