@@ -3,6 +3,7 @@ package serving
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"testing"
 )
@@ -55,6 +56,29 @@ func TestFlatObjectTakesWhatClientsSend(t *testing.T) {
 		if flatObject([]byte(body), map[string]any{}, flatNames) {
 			t.Errorf("%q: taken", body)
 		}
+	}
+}
+
+// TestCaseMapNotKeptAfterAFlood: the map a body of many keys grew is not
+// the next request's; a case's map is.
+func TestCaseMapNotKeptAfterAFlood(t *testing.T) {
+	var sc scratch
+	m := sc.caseMap(12)
+	m["age"] = 1
+	if again := sc.caseMap(12); len(again) != 1 {
+		t.Fatalf("a case's map was not kept: %d fields", len(again))
+	}
+	var flood bytes.Buffer
+	flood.WriteString("{")
+	for i := range 10_000 {
+		fmt.Fprintf(&flood, `"k%d":%d,`, i, i)
+	}
+	flood.WriteString(`"age":1}`)
+	if !flatObject(flood.Bytes(), sc.caseMap(12), flatNames) || len(sc.obj) != 10_001 {
+		t.Fatalf("the flood was not decoded: %d fields", len(sc.obj))
+	}
+	if next := sc.caseMap(12); len(next) != 0 {
+		t.Fatalf("the next request got the flood's map: %d fields", len(next))
 	}
 }
 

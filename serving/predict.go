@@ -416,10 +416,7 @@ func (s *Server) instances(sc *scratch, m *model, body io.Reader) (insts []any, 
 	if m.batchKey && (bytes.Contains(data, []byte("instances")) || bytes.Contains(data, []byte(`\u`))) {
 		return s.stream(sc, data)
 	}
-	if sc.obj == nil || len(sc.obj) > 4*len(m.Inputs)+16 {
-		sc.obj = map[string]any{} // not the map a flood of keys grew
-	}
-	if flatObject(data, sc.obj, m.names) {
+	if flatObject(data, sc.caseMap(len(m.Inputs)), m.names) {
 		sc.insts = append(sc.insts, sc.obj)
 		return sc.insts, false, nil
 	}
@@ -438,6 +435,16 @@ func (s *Server) instances(sc *scratch, m *model, body io.Reader) (insts []any, 
 	}
 	sc.insts = append(sc.insts, obj)
 	return sc.insts, false, nil
+}
+
+// caseMap is the map flatObject decodes a case into: the last one's,
+// unless it held far more fields than a model of inputs inputs needs (the
+// map a flood of keys grew keeps its room when cleared).
+func (sc *scratch) caseMap(inputs int) map[string]any {
+	if sc.obj == nil || len(sc.obj) > 4*inputs+16 {
+		sc.obj = map[string]any{}
+	}
+	return sc.obj
 }
 
 // end checks that nothing follows the body's JSON value.
